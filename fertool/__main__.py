@@ -1,0 +1,3 @@
+from fertool.cli import main
+
+main(prog_name="fertool")

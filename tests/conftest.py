@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests that need the real SFEW-675 folder skip cleanly where it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FERTOOL_SHARED", REPO.parent / "shared"))
+SFEW = SHARED / "datasets" / "sfew-675"
+CASIA_REF = SHARED / "fixtures" / "casia-ref"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own fertool cache, so nothing leaks into ~/.cache or ../shared."""
+    if "FERTOOL_TEST_SHARED_CACHE" not in os.environ:
+        monkeypatch.setenv("FERTOOL_CACHE", str(tmp_path_factory.mktemp("fertool-cache")))
+
+
+@pytest.fixture(scope="session")
+def sfew_root() -> Path:
+    if not (SFEW / "Angry").is_dir():
+        pytest.skip(f"SFEW-675 not found at {SFEW} (set FERTOOL_SHARED to the shared folder)")
+    return SFEW
+
+
+@pytest.fixture(scope="session")
+def casia_ref() -> Path:
+    if not (CASIA_REF / "embeddings_tf.npy").is_file():
+        pytest.skip(f"CASIA reference embeddings not found at {CASIA_REF}")
+    return CASIA_REF
