@@ -262,3 +262,91 @@ def test_grid_concatenates_cell_histograms(rng):
 def test_input_validation(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# LPQTransformer and the shared face preparation (grey conversion, resizing)
+
+
+def test_prepare_faces_grey_and_resize(rng):
+    from skimage.transform import resize
+
+    from fertool.descriptors import prepare_faces, to_grey
+
+    rgb = rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    grey = to_grey(rgb)
+    expected = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    np.testing.assert_allclose(grey, expected, rtol=1e-12)
+    faces = prepare_faces(rgb, 16)
+    one_by_one = np.stack(
+        [resize(g, (16, 16), anti_aliasing=True, preserve_range=True) for g in grey]
+    )
+    np.testing.assert_allclose(faces, one_by_one, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(prepare_faces(grey, None), grey)
+    mixed = prepare_faces([rgb[0], rgb[1, :30, :20]], 16)
+    assert mixed.shape == (2, 16, 16)
+    np.testing.assert_allclose(mixed[0], one_by_one[0], atol=1e-12)
+    with pytest.raises(ValueError, match="different sizes; give size="):
+        prepare_faces([rgb[0], rgb[1, :30]], None)
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) RGB or \(N, H, W\) grey"):
+        prepare_faces(rgb[0, :, :, 0], 16)
+
+
+def test_lpq_transformer_output(rng):
+    from fertool.descriptors import LPQTransformer, prepare_faces
+
+    rgb = rng.integers(0, 256, (5, 80, 80, 3), dtype=np.uint8)
+    t = LPQTransformer(size=32, grid=(2, 2), window=5)
+    assert t.fit(rgb) is t
+    out = t.transform(rgb)
+    assert out.shape == (5, 4 * 256)
+    np.testing.assert_array_equal(out, lpq_grid_batch(prepare_faces(rgb, 32), (2, 2), 5))
+    green = rgb[..., 1].copy()  # a grey (N, H, W) batch goes through unchanged by to_grey
+    np.testing.assert_array_equal(
+        t.transform(green), lpq_grid_batch(prepare_faces(green, 32), (2, 2), 5)
+    )
+    assert LPQTransformer().fit_transform(rgb).shape == (5, 4096)
+    names = t.get_feature_names_out()
+    assert len(names) == 1024 and names[0] == "lpq0"
+    assert LPQTransformer(size=32).transform(rgb[:0]).shape == (0, 4096)
+
+
+def test_lpq_transformer_sklearn_conventions(rng):
+    import pickle
+
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+    from sklearn.utils.estimator_checks import (
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+        check_set_params,
+    )
+    from sklearn.utils.validation import check_is_fitted
+
+    from fertool.descriptors import LPQTransformer
+
+    t = LPQTransformer(size=48, grid=(3, 3), window=5, rho=0.8, decorrelate=False)
+    for check in (
+        check_no_attributes_set_in_init,
+        check_get_params_invariance,
+        check_set_params,
+        check_parameters_default_constructible,
+    ):
+        check("LPQTransformer", t)
+    c = clone(t)
+    assert c.get_params() == t.get_params() and c is not t
+    assert pickle.loads(pickle.dumps(t)).get_params() == t.get_params()
+    check_is_fitted(t)  # stateless: usable without fit
+    rgb = rng.integers(0, 256, (12, 48, 48, 3), dtype=np.uint8)
+    y = np.arange(12) % 2
+    pipe = make_pipeline(LPQTransformer(size=32, grid=(2, 2)), StandardScaler(), LinearSVC())
+    assert pipe.fit(rgb, y).predict(rgb).shape == (12,)
+    pipe.set_params(lpqtransformer__window=3)
+    assert pipe.fit(rgb, y).named_steps["standardscaler"].n_features_in_ == 1024
+    with pytest.raises(ValueError, match="window must be an odd integer"):
+        LPQTransformer(window=6).fit(rgb)
+    with pytest.raises(ValueError, match="size must be a positive integer"):
+        LPQTransformer(size=0).transform(rgb)

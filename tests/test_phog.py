@@ -177,3 +177,38 @@ def test_batch_equals_single(face_like, rng):
 def test_input_validation(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_phog_transformer(rng):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+    from sklearn.utils.estimator_checks import (
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+        check_set_params,
+    )
+
+    from fertool.descriptors import PHOGTransformer, prepare_faces
+
+    t = PHOGTransformer(size=32, bins=9, levels=2, angle=180)
+    for check in (check_no_attributes_set_in_init, check_get_params_invariance, check_set_params):
+        check("PHOGTransformer", t)
+    assert clone(t).get_params() == t.get_params()
+    rgb = rng.integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+    out = t.fit(rgb).transform(rgb)
+    assert out.shape == (10, phog_length(9, 2))
+    np.testing.assert_array_equal(out, phog_batch(prepare_faces(rgb, 32), 9, 2, 180))
+    assert PHOGTransformer().fit_transform(rgb).shape == (10, 680)
+    assert t.get_feature_names_out()[-1] == f"phog{phog_length(9, 2) - 1}"
+    # the descriptor's parameters can be searched like any other step's
+    y = np.arange(10) % 2
+    search = GridSearchCV(
+        make_pipeline(PHOGTransformer(size=32), SVC()), {"phogtransformer__levels": [1, 2]}, cv=2
+    )
+    assert search.fit(rgb, y).best_params_["phogtransformer__levels"] in (1, 2)
+    with pytest.raises(ValueError, match="angle must be 180 or 360"):
+        PHOGTransformer(angle=90).fit(rgb)
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) RGB or \(N, H, W\) grey"):
+        PHOGTransformer().fit(rgb[..., :2])
