@@ -20,3 +20,7 @@ class WeightsUnavailableError(FertoolError):
 
 class DatasetError(FertoolError):
     """A dataset folder is missing, empty or laid out in a way fertool cannot read."""
+
+
+class WeightsFormatError(FertoolError):
+    """A weights file (state dict, checkpoint or TensorFlow graph) does not fit the model."""
