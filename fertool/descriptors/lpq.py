@@ -29,12 +29,9 @@ _TIE_BREAK = np.array([1.000007, 1.000006, 1.000005, 1.000004, 1.000003, 1.00000
 
 
 def _check_window(window) -> int:
-    if isinstance(window, bool) or not isinstance(window, Integral):
+    if isinstance(window, bool) or not isinstance(window, Integral) or window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 3 (for example 3 or 7), got {window!r}")
-    window = int(window)
-    if window < 3 or window % 2 == 0:
-        raise ValueError(f"window must be an odd integer >= 3 (for example 3 or 7), got {window}")
-    return window
+    return int(window)
 
 
 def _check_rho(rho) -> float:

@@ -243,4 +243,4 @@ class PHOGTransformer(_FaceDescriptor):
         return phog_batch(faces, self.bins, self.levels, self.angle)
 
 
-__all__ = ["LPQTransformer", "PHOGTransformer", "LUMA_601", "prepare_faces", "to_grey"]
+__all__ = ["LUMA_601", "LPQTransformer", "PHOGTransformer", "prepare_faces", "to_grey"]
