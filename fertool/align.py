@@ -54,7 +54,7 @@ def template(size: int, margin: float = 0.1) -> np.ndarray:
 
 
 def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation) taking ``src`` to ``dst``.
+    """Least-squares similarity (rotation, uniform scale, shift) taking ``src`` to ``dst``.
 
     Closed form (Umeyama, 1991) without reflection.
 
@@ -76,7 +76,9 @@ def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
-        raise ValueError(f"src and dst must both be (N, 2) with N >= 2, got {src.shape} and {dst.shape}")
+        raise ValueError(
+            f"src and dst must both be (N, 2) with N >= 2, got {src.shape} and {dst.shape}"
+        )
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s0, d0 = src - mu_s, dst - mu_d
     var_s = (s0**2).sum() / len(src)
@@ -112,7 +114,7 @@ def box_transform(box, size: int, margin: float = 0.1) -> np.ndarray:
 
 
 def square_transform(center, side: float, size: int) -> np.ndarray:
-    """Affine matrix taking the square of ``side`` pixels centred at ``center`` onto a ``size`` crop."""
+    """Affine matrix taking the square of ``side`` pixels centred at ``center`` to a crop."""
     s = size / float(side)
     cx, cy = (float(v) for v in center)
     return np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])

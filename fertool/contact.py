@@ -6,7 +6,7 @@ Pure image composition (numpy + Pillow drawing); the caller writes the array wit
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -90,10 +90,17 @@ class FaceCache:
         if not self._writable:
             return
         size = self.config.size
-        fallback = analysis.fallback if analysis.fallback is not None else np.zeros((0, size, size, 3), np.uint8)
+        fallback = (
+            analysis.fallback
+            if analysis.fallback is not None
+            else np.zeros((0, size, size, 3), np.uint8)
+        )
         try:
             if not self._described:
-                write_json(self.folder / "config.json", {"detection_settings": self.config.detection_settings()})
+                write_json(
+                    self.folder / "config.json",
+                    {"detection_settings": self.config.detection_settings()},
+                )
                 self._described = True
             write_npz(
                 self.path(digest),
@@ -109,5 +116,6 @@ class FaceCache:
             log.warning(
                 "cannot write the face cache under %s (%s); continuing without caching "
                 "(choose another folder with --cache-dir or FERTOOL_CACHE)",
-                self.folder, exc.strerror or exc,
+                self.folder,
+                exc.strerror or exc,
             )

@@ -4,7 +4,7 @@
 
     from fertool.faces import FaceConfig, extract_faces, face_crops
 
-    crops, records = face_crops(paths)                 # (N, 160, 160, 3) uint8 + one record per image
+    crops, records = face_crops(paths)   # (N, 160, 160, 3) uint8, and one record per image
     for rec in extract_faces(paths, FaceConfig(detect_scale=0.5)):
         print(rec.path, rec.status, rec.n_faces)
 
@@ -27,9 +27,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -105,8 +105,8 @@ class FaceConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FaceConfig":
-        """Inverse of :meth:`to_dict`; unknown keys (from a newer fertool) are ignored with a warning."""
+    def from_dict(cls, d: dict) -> FaceConfig:
+        """Inverse of :meth:`to_dict`; unknown keys (a newer fertool) are ignored with a warning."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -188,7 +188,7 @@ class FaceAnalysis:
 
 
 def choose_face(boxes: np.ndarray, scores: np.ndarray, shape: tuple[int, int], policy: str) -> int:
-    """Index of the face a ``policy`` picks among ``boxes`` ((n, 4), n >= 1) in an image of ``shape``."""
+    """Index of the face ``policy`` picks among ``boxes`` ((n, 4), n >= 1) in an image of ``shape``."""
     boxes = np.asarray(boxes, dtype=np.float64)
     if policy == "largest":
         return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
@@ -203,36 +203,50 @@ def choose_face(boxes: np.ndarray, scores: np.ndarray, shape: tuple[int, int], p
 
 
 def analysis_records(
-    analysis: FaceAnalysis, config: FaceConfig, path: str, all_faces: bool = False, cached: bool = False
+    analysis: FaceAnalysis,
+    config: FaceConfig,
+    path: str,
+    all_faces: bool = False,
+    cached: bool = False,
 ) -> list[FaceRecord]:
     """Turn an analysis into records: the chosen face, every face, or the no-face record."""
     n = analysis.n_faces
     if n == 0:
         if config.no_face == "center":
-            return [FaceRecord(path, "fallback", "no face found; centre crop used", 0, -1,
-                               None, None, None, analysis.fallback, cached)]
-        return [FaceRecord(path, "no_face", "no face found; skipped", 0, -1,
-                           None, None, None, None, cached)]
+            status, message, crop = "fallback", "no face found; centre crop used", analysis.fallback
+        else:
+            status, message, crop = "no_face", "no face found; skipped", None
+        return [_faceless_record(path, status, message, crop, cached)]
     if all_faces:
         indices = list(range(n))
     else:
         indices = [choose_face(analysis.boxes, analysis.scores, analysis.shape, config.policy)]
     return [
         FaceRecord(
-            path, "ok", "", n, i,
-            tuple(float(v) for v in analysis.boxes[i]),
-            float(analysis.scores[i]),
-            analysis.landmarks[i].copy(),
-            analysis.crops[i],
-            cached,
+            path=path,
+            status="ok",
+            message="",
+            n_faces=n,
+            face_index=i,
+            box=tuple(float(v) for v in analysis.boxes[i]),
+            score=float(analysis.scores[i]),
+            landmarks=analysis.landmarks[i].copy(),
+            crop=analysis.crops[i],
+            cached=cached,
         )
         for i in indices
     ]
 
 
+def _faceless_record(
+    path: str, status: str, message: str, crop: np.ndarray | None = None, cached: bool = False
+) -> FaceRecord:
+    return FaceRecord(path, status, message, 0, -1, None, None, None, crop, cached)
+
+
 def error_record(path: str, message: str) -> FaceRecord:
     """The record of an image that could not be read."""
-    return FaceRecord(path, "error", message, 0, -1, None, None, None, None)
+    return _faceless_record(path, "error", message)
 
 
 class FaceStage:
@@ -255,7 +269,9 @@ class FaceStage:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.config = config
         self.device = device
-        self.detector_min_face = max(MTCNN_MIN_FACE, int(round(config.min_face_size * config.detect_scale)))
+        self.detector_min_face = max(
+            MTCNN_MIN_FACE, round(config.min_face_size * config.detect_scale)
+        )
         self._mtcnn = MTCNN(
             keep_all=True,
             select_largest=True,
@@ -281,8 +297,8 @@ class FaceStage:
         small = image
         sx = sy = 1.0
         if self.config.detect_scale < 1.0:
-            dw = max(1, int(round(w * self.config.detect_scale)))
-            dh = max(1, int(round(h * self.config.detect_scale)))
+            dw = max(1, round(w * self.config.detect_scale))
+            dh = max(1, round(h * self.config.detect_scale))
             small = np.asarray(Image.fromarray(image).resize((dw, dh), Image.BILINEAR))
             sx, sy = dw / w, dh / h
         empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
@@ -316,14 +332,21 @@ class FaceStage:
             fallback = warp_affine(image, center_square_transform(h, w, cfg.size), cfg.size)
         return FaceAnalysis(image.shape[:2], boxes, scores, landmarks, crops, fallback)
 
-    def process(self, image: np.ndarray, path: str = "<array>", all_faces: bool = False) -> list[FaceRecord]:
+    def process(
+        self, image: np.ndarray, path: str = "<array>", all_faces: bool = False
+    ) -> list[FaceRecord]:
         """Records for one decoded image: the chosen face (or every face with ``all_faces``)."""
         return analysis_records(self.analyse(image), self.config, path, all_faces)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+    if (
+        image.ndim != 3
+        or image.shape[2] != 3
+        or image.dtype != np.uint8
+        or min(image.shape[:2]) < 1
+    ):
         raise ValueError(
             f"image must be a non-empty (H, W, 3) uint8 RGB array (see fertool.io.read_image), "
             f"got shape {image.shape} and dtype {image.dtype}"
@@ -379,8 +402,15 @@ def extract_faces(
         cache = FaceCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), config)
     stage: FaceStage | None = None
     total = len(paths) if hasattr(paths, "__len__") else None
-    bar = tqdm(paths, total=total, desc="faces", unit="img", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        paths,
+        total=total,
+        desc="faces",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for path in bar:
             name = str(path)

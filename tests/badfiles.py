@@ -1,4 +1,4 @@
-"""A corpus of bad and odd image files, written on demand, for tests of every stage that reads images.
+"""A corpus of bad and odd image files, written on demand, for tests of every stage reading images.
 
 ``make_bad_corpus(folder)`` writes one file (or folder, or dangling link) per kind and returns
 ``{file name: kind}``. Kinds fall in two groups:
@@ -25,8 +25,8 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -116,7 +116,9 @@ def _halves_rgb(h: int, w: int) -> np.ndarray:
     return arr
 
 
-def several_faces_image(faces: Sequence[np.ndarray], size: tuple[int, int] = (360, 640)) -> np.ndarray:
+def several_faces_image(
+    faces: Sequence[np.ndarray], size: tuple[int, int] = (360, 640)
+) -> np.ndarray:
     """Paste face crops side by side at decreasing sizes on a grey canvas (largest on the left).
 
     Returns an ``(H, W, 3)`` uint8 image. The first face is pasted at 200 px, the next at
@@ -127,7 +129,9 @@ def several_faces_image(faces: Sequence[np.ndarray], size: tuple[int, int] = (36
     sides = (200, 120, 90, 70)
     x = 20
     for face, side in zip(faces, sides):
-        tile = np.asarray(Image.fromarray(np.asarray(face, np.uint8)).resize((side, side), Image.BILINEAR))
+        tile = np.asarray(
+            Image.fromarray(np.asarray(face, np.uint8)).resize((side, side), Image.BILINEAR)
+        )
         y = (h - side) // 2
         canvas[y : y + side, x : x + side] = tile
         x += side + 40
@@ -214,7 +218,11 @@ def make_bad_corpus(
     grey = Image.fromarray(np.tile(np.linspace(0, 255, 32).astype(np.uint8), (24, 1)), "L")
     put("grey.jpg", "grey-jpeg", _encode(grey, "JPEG", quality=95))
     put("really-png.jpg", "png-named-jpg", _encode(Image.fromarray(_halves_rgb(24, 32)), "PNG"))
-    put("UPPER.JPG", "uppercase-ext", _encode(Image.fromarray(_halves_rgb(24, 32)), "JPEG", quality=95))
+    put(
+        "UPPER.JPG",
+        "uppercase-ext",
+        _encode(Image.fromarray(_halves_rgb(24, 32)), "JPEG", quality=95),
+    )
 
     put(
         "noise.png",

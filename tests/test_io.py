@@ -99,20 +99,18 @@ def test_modes_convert_to_the_expected_colours(corpus):
 
 def test_atomic_write_leaves_no_file_when_the_block_raises(tmp_path):
     target = tmp_path / "out.bin"
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as fh:
-            fh.write(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_write(target) as fh:
+        fh.write(b"half")
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_write_keeps_the_old_file_when_the_block_raises(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_write(target, "w") as fh:
-            fh.write("new")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_write(target, "w") as fh:
+        fh.write("new")
+        raise KeyboardInterrupt
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
@@ -130,7 +128,7 @@ def test_atomic_write_refuses_to_overwrite_without_force(tmp_path):
 def test_writers_round_trip(tmp_path):
     img = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
     np.testing.assert_array_equal(read_image(write_png(tmp_path / "a.png", img)), img)
-    arrays = dict(a=np.arange(3.0), b=np.eye(2, dtype=np.int64))
+    arrays = {"a": np.arange(3.0), "b": np.eye(2, dtype=np.int64)}
     with np.load(write_npz(tmp_path / "a.npz", **arrays), allow_pickle=False) as z:
         for key, value in arrays.items():
             np.testing.assert_array_equal(z[key], value)

@@ -1,4 +1,4 @@
-"""`fertool faces`: detect, align and cache the faces of a dataset; write crops, a CSV and a contact sheet."""
+"""`fertool faces`: detect, align and cache the faces of a dataset; write crops, CSV, contact sheet."""
 
 from __future__ import annotations
 
@@ -11,8 +11,19 @@ import click
 from fertool.cli._options import data_option, face_options, force_option, group_option
 
 CSV_COLUMNS = (
-    "path", "label", "group", "status", "n_faces", "face_index",
-    "x1", "y1", "x2", "y2", "score", "message", "crop",
+    "path",
+    "label",
+    "group",
+    "status",
+    "n_faces",
+    "face_index",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "score",
+    "message",
+    "crop",
 )
 SHEET_TILES = 64
 MAX_ERRORS_SHOWN = 3
@@ -74,7 +85,9 @@ def _samples(data: str, group: str, limit: int | None):
     return root, samples, skipped
 
 
-def _crop_name(root: Path, path: Path, label: str, face_index: int, all_faces: bool, used: set) -> str:
+def _crop_name(
+    root: Path, path: Path, label: str, face_index: int, all_faces: bool, used: set
+) -> str:
     rel = Path(path).relative_to(root)
     parts = list(rel.with_suffix("").parts)
     if label:
@@ -95,20 +108,49 @@ def _fmt(v, digits: int = 1) -> str:
 
 @click.command("faces")
 @data_option
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Output folder: faces.csv, crops/<label>/*.png, contact_sheet.png, faces.json.")
-@click.option("--limit", type=click.IntRange(1), default=None,
-              help="Process only N images, spread evenly over the dataset.")
-@click.option("--all-faces", is_flag=True, help="One row and crop per detected face, not only the chosen one.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Output folder: faces.csv, crops/<label>/*.png, contact_sheet.png, faces.json.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="Process only N images, spread evenly over the dataset.",
+)
+@click.option(
+    "--all-faces", is_flag=True, help="One row and crop per detected face, not only the chosen one."
+)
 @face_options
-@click.option("--margin", type=click.FloatRange(-0.4, 2.0), default=None,
-              help="Context around the face as a fraction (default 0.1; 0 = tight MTCNN box).")
-@click.option("--no-align", is_flag=True, help="Crop the detector box without rotating the eyes level.")
+@click.option(
+    "--margin",
+    type=click.FloatRange(-0.4, 2.0),
+    default=None,
+    help="Context around the face as a fraction (default 0.1; 0 = tight MTCNN box).",
+)
+@click.option(
+    "--no-align", is_flag=True, help="Crop the detector box without rotating the eyes level."
+)
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the face-crop cache.")
 @group_option
 @force_option
-def command(data, out, limit, all_faces, cache_dir, detect_scale, no_face, face_policy, margin,
-            no_align, no_cache, group, force):
+def command(
+    data,
+    out,
+    limit,
+    all_faces,
+    cache_dir,
+    detect_scale,
+    no_face,
+    face_policy,
+    margin,
+    no_align,
+    no_cache,
+    group,
+    force,
+):
     """Detect, choose and align the face of every image of a dataset.
 
     DATA is a folder with one sub-folder per expression (or a plain folder of images, then the
@@ -131,9 +173,16 @@ def command(data, out, limit, all_faces, cache_dir, detect_scale, no_face, face_
     if out_dir.exists() and not out_dir.is_dir():
         raise FertoolError(f"{out_dir} exists and is not a folder; choose another --out")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise FertoolError(f"{out_dir} is not empty; use --force to write into it, or choose another --out")
+        raise FertoolError(
+            f"{out_dir} is not empty; use --force to write into it, or choose another --out"
+        )
 
-    settings = dict(policy=face_policy, no_face=no_face, detect_scale=detect_scale, align=not no_align)
+    settings = {
+        "policy": face_policy,
+        "no_face": no_face,
+        "detect_scale": detect_scale,
+        "align": not no_align,
+    }
     if margin is not None:
         settings["margin"] = margin
     config = FaceConfig(**settings)
@@ -151,8 +200,12 @@ def command(data, out, limit, all_faces, cache_dir, detect_scale, no_face, face_
     last_path = None
     start = time.perf_counter()
     records = extract_faces(
-        [p for p, _, _ in samples], config, cache_dir=cache_dir, use_cache=not no_cache,
-        all_faces=all_faces, progress=True,
+        [p for p, _, _ in samples],
+        config,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        all_faces=all_faces,
+        progress=True,
     )
     for rec in records:
         path, label, grp = by_path[rec.path]
@@ -164,10 +217,20 @@ def command(data, out, limit, all_faces, cache_dir, detect_scale, no_face, face_
             crop_name = _crop_name(root, path, label, rec.face_index, all_faces, used)
             write_png(out_dir / crop_name, rec.crop, force=True)
         box = rec.box or (None,) * 4
-        rows.append([
-            Path(path).relative_to(root).as_posix(), label, grp, rec.status, rec.n_faces,
-            rec.face_index, *(_fmt(v) for v in box), _fmt(rec.score, 4), rec.message, crop_name,
-        ])
+        rows.append(
+            [
+                Path(path).relative_to(root).as_posix(),
+                label,
+                grp,
+                rec.status,
+                rec.n_faces,
+                rec.face_index,
+                *(_fmt(v) for v in box),
+                _fmt(rec.score, 4),
+                rec.message,
+                crop_name,
+            ]
+        )
         entry = (rec.crop, mark_of(rec.status, rec.n_faces), Path(path).stem)
         if order[rec.path] in sheet_images and len(sampled) < SHEET_TILES * 3 // 4:
             sampled.append(entry)
@@ -183,29 +246,39 @@ def command(data, out, limit, all_faces, cache_dir, detect_scale, no_face, face_
     tiles = sampled + problems
     if tiles:
         sheet = contact_sheet(
-            [t[0] for t in tiles], [t[1] for t in tiles], [t[2] for t in tiles],
+            [t[0] for t in tiles],
+            [t[1] for t in tiles],
+            [t[2] for t in tiles],
             title=f"fertool faces: {root.name}: {len(sampled)} evenly spaced images, "
             f"then {len(problems)} more without a face or unreadable",
         )
         write_png(out_dir / "contact_sheet.png", sheet, force=True)
     summary = tally.line(seconds)
-    write_json(out_dir / "faces.json", {
-        "command": " ".join(["fertool"] + sys.argv[1:]) if sys.argv else "fertool faces",
-        "data": str(root),
-        "face_config": config.to_dict(),
-        "face_config_key": config.key(),
-        "all_faces": all_faces,
-        "counts": {k: v for k, v in vars(tally).items() if k != "error_messages"},
-        "skipped_files": skipped,
-        "seconds": round(seconds, 2),
-        "versions": versions(),
-    }, force=True)
+    write_json(
+        out_dir / "faces.json",
+        {
+            "command": " ".join(["fertool"] + sys.argv[1:]) if sys.argv else "fertool faces",
+            "data": str(root),
+            "face_config": config.to_dict(),
+            "face_config_key": config.key(),
+            "all_faces": all_faces,
+            "counts": {k: v for k, v in vars(tally).items() if k != "error_messages"},
+            "skipped_files": skipped,
+            "seconds": round(seconds, 2),
+            "versions": versions(),
+        },
+        force=True,
+    )
 
     click.echo(summary)
     for message in tally.error_messages[:MAX_ERRORS_SHOWN]:
         click.echo(f"  error: {message}")
     if len(tally.error_messages) > MAX_ERRORS_SHOWN:
-        click.echo(f"  ... and {len(tally.error_messages) - MAX_ERRORS_SHOWN} more errors (see faces.csv)")
+        click.echo(
+            f"  ... and {len(tally.error_messages) - MAX_ERRORS_SHOWN} more errors (see faces.csv)"
+        )
     if skipped:
         click.echo(f"  {len(skipped)} files skipped (not images), e.g. {skipped[0]}")
-    click.echo(f"wrote {out_dir / 'faces.csv'}, {out_dir / 'crops'}, {out_dir / 'contact_sheet.png'}")
+    click.echo(
+        f"wrote {out_dir / 'faces.csv'}, {out_dir / 'crops'}, {out_dir / 'contact_sheet.png'}"
+    )
