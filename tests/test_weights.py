@@ -170,3 +170,17 @@ def test_tampered_conversion_is_redone(casia_torch_home, tmp_path):
     info = resolve_weights("casia-webface", torch_home=tmp_path, download=False)
     assert info.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()  # deterministic conversion
     assert (ckpt / (CONVERTED_FILENAME + ".sha256")).read_text().split()[0] == info.sha256
+
+
+def test_cli_weights_table_and_list(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+
+    res = CliRunner().invoke(main, ["weights", "table"])
+    assert res.exit_code == 0, res.output
+    for count in ("3,591", "4,615", "922,119", "2,522,887", "20,773,383", "23,486,215"):
+        assert count in res.output
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    res = CliRunner().invoke(main, ["weights", "list"])
+    assert res.exit_code == 0 and "vggface2" in res.output and "not cached" in res.output
