@@ -102,25 +102,51 @@ def _box(a: np.ndarray, r: int, axis: int) -> np.ndarray:
     return out
 
 
-def _cos_sin(a: np.ndarray, r: int, axis: int, need_cos=True, need_sin=True):
+def _cos_sin(a: np.ndarray, r: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Real part (C) and minus the imaginary part (S) of the convolution with w1 = exp(-2 pi i x / w).
 
-    ``conv(a, w1) = C - i S`` and ``conv(a, w2) = C + i S``.
+    ``conv(a, w1) = C - i S`` and ``conv(a, w2) = C + i S``. In-place arithmetic on three
+    work buffers keeps the memory traffic low.
     """
     n = a.shape[axis]
     w = 2 * r + 1
     centre = _slice(a, r, n - r, axis)
-    cos_out = np.zeros_like(centre) if need_cos else None
-    sin_out = np.zeros_like(centre) if need_sin else None
+    cos_out = np.zeros(centre.shape)
+    sin_out = np.zeros(centre.shape)
+    before = np.empty(centre.shape)
+    after = np.empty(centre.shape)
     for x in range(1, r + 1):
-        before = _slice(a, r - x, n - r - x, axis)  # I[c - x]
-        after = _slice(a, r + x, n - r + x, axis)  # I[c + x]
         theta = 2.0 * np.pi * x / w
-        if need_cos:
-            cos_out += np.cos(theta) * ((before - centre) + (after - centre))
-        if need_sin:
-            sin_out += np.sin(theta) * (before - after)
+        a_before = _slice(a, r - x, n - r - x, axis)  # I[c - x]
+        a_after = _slice(a, r + x, n - r + x, axis)  # I[c + x]
+        np.subtract(a_before, a_after, out=before)
+        before *= np.sin(theta)
+        sin_out += before
+        np.subtract(a_before, centre, out=before)
+        np.subtract(a_after, centre, out=after)
+        before += after
+        before *= np.cos(theta)
+        cos_out += before
     return cos_out, sin_out
+
+
+def _responses_into(out: np.ndarray, stack: np.ndarray, window: int) -> None:
+    """Write the eight STFT channels of ``stack`` (..., H, W) into ``out`` (8, ..., H-w+1, W-w+1)."""
+    r = (window - 1) // 2
+    rows, cols = stack.ndim - 2, stack.ndim - 1
+    c1_w0, s1_w0 = _cos_sin(_box(stack, r, rows), r, cols)
+    c0, s0 = _cos_sin(stack, r, rows)
+    c1_c0, s1_c0 = _cos_sin(c0, r, cols)
+    c1_s0, s1_s0 = _cos_sin(s0, r, cols)
+    out[0] = c1_w0  # Re F1 = W0 C1
+    np.negative(s1_w0, out=out[1])  # Im F1 = -W0 S1
+    out[2] = _box(c0, r, cols)  # Re F2 = C0 W1
+    np.negative(_box(s0, r, cols), out=out[3])  # Im F2 = -S0 W1
+    np.subtract(c1_c0, s1_s0, out=out[4])  # Re F3 = C0 C1 - S0 S1
+    np.add(s1_c0, c1_s0, out=out[5])
+    np.negative(out[5], out=out[5])  # Im F3 = -(C0 S1 + S0 C1)
+    np.add(c1_c0, s1_s0, out=out[6])  # Re F4 = C0 C1 + S0 S1
+    np.subtract(s1_c0, c1_s0, out=out[7])  # Im F4 = C0 S1 - S0 C1
 
 
 def _responses(stack: np.ndarray, window: int) -> np.ndarray:
@@ -130,29 +156,11 @@ def _responses(stack: np.ndarray, window: int) -> np.ndarray:
     columns w1; F2 = rows w1, columns w0; F3 = rows w1, columns w1; F4 = rows w1, columns w2
     (the axis-0 filter is given first), all by convolution with 'valid' borders.
     """
-    r = (window - 1) // 2
-    rows, cols = stack.ndim - 2, stack.ndim - 1
-    w0_rows = _box(stack, r, rows)
-    c0, s0 = _cos_sin(stack, r, rows)
-    c1_w0, s1_w0 = _cos_sin(w0_rows, r, cols)
-    del w0_rows
-    w1_c0 = _box(c0, r, cols)
-    w1_s0 = _box(s0, r, cols)
-    c1_c0, s1_c0 = _cos_sin(c0, r, cols)
-    del c0
-    c1_s0, s1_s0 = _cos_sin(s0, r, cols)
-    del s0
-    channels = (
-        c1_w0,            # Re F1 = W0 C1
-        -s1_w0,           # Im F1 = -W0 S1
-        w1_c0,            # Re F2 = C0 W1
-        -w1_s0,           # Im F2 = -S0 W1
-        c1_c0 - s1_s0,    # Re F3 = C0 C1 - S0 S1
-        -(s1_c0 + c1_s0),  # Im F3 = -(C0 S1 + S0 C1)
-        c1_c0 + s1_s0,    # Re F4 = C0 C1 + S0 S1
-        s1_c0 - c1_s0,    # Im F4 = C0 S1 - S0 C1
-    )
-    return np.stack(channels, axis=-1)
+    stack = np.asarray(stack, dtype=np.float64)
+    shape = stack.shape[:-2] + (stack.shape[-2] - window + 1, stack.shape[-1] - window + 1)
+    out = np.empty((8, *shape))
+    _responses_into(out, stack, window)
+    return np.moveaxis(out, 0, -1)
 
 
 @functools.lru_cache(maxsize=32)
@@ -189,15 +197,23 @@ def _whitening(window: int, rho: float) -> np.ndarray:
 def _codes_stack(stack: np.ndarray, window: int, rho: float, decorrelate: bool) -> np.ndarray:
     """uint8 LPQ codes of a float64 stack (N, H, W) -> (N, H-w+1, W-w+1), in memory-bounded chunks."""
     n, h, w = stack.shape
-    out = np.empty((n, h - window + 1, w - window + 1), dtype=np.uint8)
-    v = _whitening(window, rho) if decorrelate else None
+    oh, ow = h - window + 1, w - window + 1
+    out = np.empty((n, oh, ow), dtype=np.uint8)
+    vt = _whitening(window, rho).T if decorrelate else None
     step = max(1, _CHUNK_PIXELS // max(1, h * w))
     for start in range(0, n, step):
-        resp = _responses(stack[start : start + step], window)
-        if v is not None:
-            resp = resp @ v
-        # bit k is set when channel k is strictly positive (little-endian: channel 0 -> 1, 7 -> 128)
-        out[start : start + step] = np.packbits(resp > 0, axis=-1, bitorder="little")[..., 0]
+        chunk = stack[start : start + step]
+        resp = np.empty((8, chunk.shape[0], oh, ow))
+        _responses_into(resp, chunk, window)
+        flat = resp.reshape(8, -1)
+        if vt is not None:
+            flat = vt @ flat  # each pixel's 8-vector f becomes V^T f
+        # bit k is set when channel k is strictly positive (channel 0 -> 1, ..., channel 7 -> 128)
+        positive = flat > 0
+        codes = positive[0].view(np.uint8).copy()
+        for k in range(1, 8):
+            codes |= positive[k].view(np.uint8) << k
+        out[start : start + step] = codes.reshape(chunk.shape[0], oh, ow)
     return out
 
 

@@ -49,18 +49,19 @@ def _check_params(bins, levels, angle, sigma) -> tuple[int, int, int, float]:
     return int(bins), int(levels), int(angle), float(sigma)
 
 
-def _check_image(image) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 2:
-        hint = "; convert colour images to grey first" if arr.ndim == 3 else ""
-        raise ValueError(f"image must be a 2-D grey image (H, W), got shape {arr.shape}{hint}")
+def _as_float(array, ndim: int, name: str) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.ndim != ndim:
+        what = "a 2-D grey image (H, W)" if ndim == 2 else "a stack of grey images (N, H, W)"
+        hint = "; convert colour images to grey first" if arr.ndim == ndim + 1 else ""
+        raise ValueError(f"{name} must be {what}, got shape {arr.shape}{hint}")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"image must hold real numbers (integer or float), got dtype {arr.dtype}")
+        raise ValueError(f"{name} must hold real numbers (integer or float), got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
     if not np.all(np.isfinite(arr)):
-        raise ValueError("image contains NaN or infinite values; PHOG needs finite pixel values")
+        raise ValueError(f"{name} contains NaN or infinite values; PHOG needs finite pixel values")
     return arr
 
 
@@ -90,17 +91,32 @@ def _check_roi(roi, shape, levels) -> tuple[int, int, int, int]:
     return top, bottom, left, right
 
 
-def _edges(g: np.ndarray, sigma: float) -> np.ndarray:
-    """Canny edge mask with MATLAB's scale-free thresholds (``g`` is float64)."""
+def _high_thresholds(stack: np.ndarray, sigma: float) -> np.ndarray:
+    """Canny high threshold of each image of a stack: the 70th percentile of the gradient
+    magnitude that ``skimage.feature.canny`` computes (Gaussian, 'nearest' borders, then Sobel)."""
     from scipy import ndimage as ndi
+
+    smoothed = ndi.gaussian_filter(stack, (0, sigma, sigma), mode="nearest", truncate=4.0)
+
+    def sobel(axis, other):  # as ndi.sobel, but never smoothing across the batch axis
+        d = ndi.correlate1d(smoothed, [-1.0, 0.0, 1.0], axis=axis, mode="reflect")
+        return ndi.correlate1d(d, [1.0, 2.0, 1.0], axis=other, mode="reflect")
+
+    magnitude = np.hypot(sobel(1, 2), sobel(2, 1))
+    return np.percentile(magnitude.reshape(len(stack), -1), _HIGH_PERCENTILE, axis=1)
+
+
+def _canny(g: np.ndarray, sigma: float, high: float) -> np.ndarray:
     from skimage.feature import canny
 
-    smoothed = ndi.gaussian_filter(g, sigma, mode="nearest", truncate=4.0)
-    magnitude = np.hypot(ndi.sobel(smoothed, axis=0), ndi.sobel(smoothed, axis=1))
-    high = float(np.percentile(magnitude, _HIGH_PERCENTILE))
     if high <= 0.0:
         return np.zeros(g.shape, dtype=bool)
     return canny(g, sigma, _LOW_RATIO * high, high, mode="nearest")
+
+
+def _edges(g: np.ndarray, sigma: float) -> np.ndarray:
+    """Canny edge mask of one image with MATLAB's scale-free thresholds (``g`` is float64)."""
+    return _canny(g, sigma, float(_high_thresholds(g[None], sigma)[0]))
 
 
 def _orientation_bins(gy: np.ndarray, gx: np.ndarray, bins: int, angle: int) -> np.ndarray:
@@ -117,23 +133,45 @@ def _orientation_bins(gy: np.ndarray, gx: np.ndarray, bins: int, angle: int) -> 
     return np.clip(b, 0, bins - 1)
 
 
-def _pyramid(bin_idx, votes, bins: int, levels: int) -> np.ndarray:
-    """Unnormalised PHOG vector from per-pixel bins and votes of the region."""
-    h, w = bin_idx.shape
-    n = 2 ** levels
+def _pyramid(bin_idx: np.ndarray, votes: np.ndarray, bins: int, levels: int) -> np.ndarray:
+    """Unnormalised PHOG vectors (N, length) from per-pixel bins and votes (N, h, w) of the region."""
+    n_img, h, w = bin_idx.shape
+    n = 2**levels
     cy = (np.arange(h) * n) // h
     cx = (np.arange(w) * n) // w
-    flat = (cy[:, None] * n + cx[None, :]) * bins + bin_idx
-    finest = np.bincount(flat.ravel(), weights=votes.ravel(), minlength=n * n * bins)
-    hist = finest.reshape(n, n, bins)  # (cell row, cell column, bin) at the finest level
+    cell = (cy[:, None] * n + cx[None, :]) * bins
+    flat = cell[None] + bin_idx + (np.arange(n_img) * n * n * bins)[:, None, None]
+    counts = np.bincount(flat.ravel(), weights=votes.ravel(), minlength=n_img * n * n * bins)
+    hist = counts.reshape(n_img, n, n, bins)  # (image, cell row, cell column, bin), finest level
     parts = [None] * (levels + 1)
     for level in range(levels, -1, -1):
         # column-major cell order, as the reference's loops (x outer, y inner)
-        parts[level] = hist.transpose(1, 0, 2).reshape(-1)
+        parts[level] = hist.transpose(0, 2, 1, 3).reshape(n_img, -1)
         if level:
-            m = hist.shape[0] // 2
-            hist = hist.reshape(m, 2, m, 2, bins).sum(axis=(1, 3))
-    return np.concatenate(parts)
+            m = hist.shape[1] // 2
+            hist = hist.reshape(n_img, m, 2, m, 2, bins).sum(axis=(2, 4))
+    return np.concatenate(parts, axis=1)
+
+
+def _phog_stack(stack, bins, levels, angle, roi, sigma) -> np.ndarray:
+    """PHOG of a validated float64 stack (N, H, W)."""
+    top, bottom, left, right = _check_roi(roi, stack.shape[1:], levels)
+    lo = stack.min(axis=(1, 2), keepdims=True)
+    span = np.ptp(stack, axis=(1, 2), keepdims=True)
+    # the descriptor is scale-free; this only fixes the working range (flat images stay 0)
+    g = (stack - lo) / np.where(span > 0, span, 1.0)
+    high = _high_thresholds(g, sigma)
+    gy, gx = np.gradient(g, axis=(1, 2))  # central differences, row derivative first
+    region = (slice(None), slice(top, bottom), slice(left, right))
+    gy, gx = gy[region], gx[region]
+    magnitude = np.hypot(gx, gy)
+    votes = np.zeros_like(magnitude)
+    for i in range(len(g)):
+        edges = _canny(g[i], sigma, float(high[i]))[top:bottom, left:right]
+        votes[i][edges] = magnitude[i][edges]
+    p = _pyramid(_orientation_bins(gy, gx, bins, angle), votes, bins, levels)
+    total = p.sum(axis=1, keepdims=True)
+    return np.divide(p, total, out=np.zeros_like(p), where=total > 0)
 
 
 def phog(
@@ -182,20 +220,8 @@ def phog(
            pyramid kernel. CIVR 2007, pp. 401-408.
     """
     bins, levels, angle, sigma = _check_params(bins, levels, angle, sigma)
-    g = _check_image(image)
-    top, bottom, left, right = _check_roi(roi, g.shape, levels)
-    length = phog_length(bins, levels)
-    lo, span = g.min(), np.ptp(g)
-    if span == 0:
-        return np.zeros(length)
-    g = (g - lo) / span  # the descriptor is scale-free; this only fixes the working range
-    edges = _edges(g, sigma)[top:bottom, left:right]
-    gy, gx = np.gradient(g)
-    gy, gx = gy[top:bottom, left:right], gx[top:bottom, left:right]
-    votes = np.where(edges, np.hypot(gx, gy), 0.0)
-    p = _pyramid(_orientation_bins(gy, gx, bins, angle), votes, bins, levels)
-    total = p.sum()
-    return p / total if total > 0 else np.zeros(length)
+    g = _as_float(image, 2, "image")
+    return _phog_stack(g[None], bins, levels, angle, roi, sigma)[0]
 
 
 def phog_batch(
@@ -222,13 +248,10 @@ def phog_batch(
         float64, one row per image.
     """
     bins, levels, angle, sigma = _check_params(bins, levels, angle, sigma)
-    stack = np.asarray(images)
-    if stack.ndim != 3:
-        raise ValueError(f"images must be a stack of grey images (N, H, W), got shape {stack.shape}")
-    out = np.empty((stack.shape[0], phog_length(bins, levels)))
-    for i, img in enumerate(stack):
-        out[i] = phog(img, bins, levels, angle, roi, sigma=sigma)
-    return out
+    stack = _as_float(images, 3, "images")
+    if stack.shape[0] == 0:
+        return np.empty((0, phog_length(bins, levels)))
+    return _phog_stack(stack, bins, levels, angle, roi, sigma)
 
 
 __all__ = ["ANGLES", "phog", "phog_batch", "phog_length"]
