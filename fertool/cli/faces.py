@@ -1,4 +1,4 @@
-"""`fertool faces`: detect, align and cache the faces of a dataset; write crops, CSV, contact sheet."""
+"""`fertool faces`: detect, align and cache the faces of a dataset; write crops, CSV, sheet."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class Tally:
         return (
             f"{self.images} images: {self.found} with a face, {self.no_face} no face, "
             f"{self.several} several faces, {self.errors} errors "
-            f"({seconds:.1f} s, {rate:.1f} images/s)"
+            f"({seconds:.1f} s with model loading, {rate:.1f} images/s)"
         )
 
 
@@ -83,6 +83,51 @@ def _samples(data: str, group: str, limit: int | None):
         idx = sorted({round(i * (len(samples) - 1) / max(limit - 1, 1)) for i in range(limit)})
         samples = [samples[i] for i in idx]
     return root, samples, skipped
+
+
+class _SheetSample:
+    """Chooses contact-sheet tiles while records stream past, keeping only those crops.
+
+    Three quarters of the tiles are images spread evenly over the run; the rest are the first
+    records without a face (or unreadable) not already chosen.
+    """
+
+    def __init__(self, n_images: int, tiles: int = SHEET_TILES) -> None:
+        k = min(n_images, tiles * 3 // 4)
+        self.even_max = k
+        self.problem_max = tiles - k if n_images > k else tiles // 4
+        self.chosen = {round(i * (n_images - 1) / max(k - 1, 1)) for i in range(k)}
+        self.even: list[tuple] = []
+        self.problems: list[tuple] = []
+
+    def offer(self, image_index: int, crop, mark: str, caption: str) -> None:
+        entry = (crop, mark, caption)
+        if image_index in self.chosen and len(self.even) < self.even_max:
+            self.even.append(entry)
+        elif mark not in ("ok", "several") and len(self.problems) < self.problem_max:
+            self.problems.append(entry)
+
+    def image(self, title: str):
+        from fertool.contact import contact_sheet
+
+        tiles = self.even + self.problems
+        if not tiles:
+            return None
+        title += f": {len(self.even)} images spread evenly"
+        if self.problems:
+            title += f", then {len(self.problems)} more without a face or unreadable"
+        return contact_sheet(*zip(*tiles), title=title)
+
+
+def _csv_text(rows) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _crop_name(
@@ -159,11 +204,7 @@ def command(
     green border = face, yellow = one of several faces, red = no face, centre crop) and
     OUT/faces.json (settings, counts, versions). Results are cached, so a second run is fast.
     """
-    import csv
-    import io
-    import sys
-
-    from fertool.contact import contact_sheet, mark_of
+    from fertool.contact import mark_of
     from fertool.env import versions
     from fertool.errors import FertoolError
     from fertool.faces import FaceConfig, extract_faces
@@ -187,13 +228,8 @@ def command(
         settings["margin"] = margin
     config = FaceConfig(**settings)
     root, samples, skipped = _samples(data, group, limit)
-    by_path = {str(p): (p, label, grp) for p, label, grp in samples}
-    n = len(samples)
-    k = min(n, SHEET_TILES * 3 // 4)
-    sheet_images = {round(i * (n - 1) / max(k - 1, 1)) for i in range(k)}
-    order = {str(p): i for i, (p, _, _) in enumerate(samples)}
-    sampled, problems = [], []
-
+    by_path = {str(p): (i, p, label, grp) for i, (p, label, grp) in enumerate(samples)}
+    sheet = _SheetSample(len(samples))
     tally = Tally()
     used: set[str] = set()
     rows = []
@@ -208,7 +244,7 @@ def command(
         progress=True,
     )
     for rec in records:
-        path, label, grp = by_path[rec.path]
+        index, path, label, grp = by_path[rec.path]
         if rec.path != last_path:
             tally.add(rec.status, rec.n_faces, rec.message)
             last_path = rec.path
@@ -231,37 +267,23 @@ def command(
                 crop_name,
             ]
         )
-        entry = (rec.crop, mark_of(rec.status, rec.n_faces), Path(path).stem)
-        if order[rec.path] in sheet_images and len(sampled) < SHEET_TILES * 3 // 4:
-            sampled.append(entry)
-        elif rec.status != "ok" and len(problems) < SHEET_TILES // 4:
-            problems.append(entry)
+        sheet.offer(index, rec.crop, mark_of(rec.status, rec.n_faces), Path(path).stem)
     seconds = time.perf_counter() - start
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(rows)
-    write_text(out_dir / "faces.csv", buf.getvalue(), force=True)
-    tiles = sampled + problems
-    if tiles:
-        sheet = contact_sheet(
-            [t[0] for t in tiles],
-            [t[1] for t in tiles],
-            [t[2] for t in tiles],
-            title=f"fertool faces: {root.name}: {len(sampled)} evenly spaced images, "
-            f"then {len(problems)} more without a face or unreadable",
-        )
-        write_png(out_dir / "contact_sheet.png", sheet, force=True)
+    write_text(out_dir / "faces.csv", _csv_text(rows), force=True)
+    sheet_image = sheet.image(f"fertool faces {root.name}")
+    if sheet_image is not None:
+        write_png(out_dir / "contact_sheet.png", sheet_image, force=True)
     summary = tally.line(seconds)
+    params = click.get_current_context().params
     write_json(
         out_dir / "faces.json",
         {
-            "command": " ".join(["fertool"] + sys.argv[1:]) if sys.argv else "fertool faces",
+            "command": "fertool faces",
+            "params": params,
             "data": str(root),
             "face_config": config.to_dict(),
             "face_config_key": config.key(),
-            "all_faces": all_faces,
             "counts": {k: v for k, v in vars(tally).items() if k != "error_messages"},
             "skipped_files": skipped,
             "seconds": round(seconds, 2),
@@ -278,7 +300,8 @@ def command(
             f"  ... and {len(tally.error_messages) - MAX_ERRORS_SHOWN} more errors (see faces.csv)"
         )
     if skipped:
-        click.echo(f"  {len(skipped)} files skipped (not images), e.g. {skipped[0]}")
+        files = "file" if len(skipped) == 1 else "files"
+        click.echo(f"  {len(skipped)} {files} skipped (not images), e.g. {skipped[0]}")
     click.echo(
         f"wrote {out_dir / 'faces.csv'}, {out_dir / 'crops'}, {out_dir / 'contact_sheet.png'}"
     )
