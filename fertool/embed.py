@@ -20,9 +20,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -115,10 +115,19 @@ def embed_crops(
     device = _device(model, device)
     n = len(crops)
     out = []
-    with _EvalMode(model), tqdm(total=n, desc=f"embed ({layer})", unit="img", file=sys.stderr,
-                                disable=not progress or n == 0, dynamic_ncols=True) as bar:
+    with (
+        _EvalMode(model),
+        tqdm(
+            total=n,
+            desc=f"embed ({layer})",
+            unit="img",
+            file=sys.stderr,
+            disable=not progress or n == 0,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         for start in range(0, n, batch_size):
-            chunk = crops[start:start + batch_size]
+            chunk = crops[start : start + batch_size]
             out.append(_embed_batch(model, chunk, layer, flip, device))
             bar.update(len(chunk))
     if not out:
@@ -189,7 +198,7 @@ class EmbeddingSet:
         return write_npz(path, force=force, **self.to_arrays())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "EmbeddingSet":
+    def load(cls, path: str | os.PathLike) -> EmbeddingSet:
         """Read a file written by :meth:`save` (``allow_pickle=False``)."""
         import pickle
         import zipfile
@@ -202,16 +211,29 @@ class EmbeddingSet:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
             raise FertoolError(f"{path}: not a readable embeddings file ({exc})") from exc
         if "embeddings" not in data or "paths" not in data:
-            raise FertoolError(f"{path}: no 'embeddings'/'paths' arrays; not written by fertool embed")
+            raise FertoolError(
+                f"{path}: no 'embeddings'/'paths' arrays; not written by fertool embed"
+            )
         n = len(data["paths"])
         meta = {k[5:]: str(v) for k, v in data.items() if k.startswith("meta_")}
         labels = [str(x) for x in data["labels"]] if "labels" in data else [""] * n
         status = [str(x) for x in data.get("face_status", np.array(["given"] * n))]
-        skipped = list(zip((str(p) for p in data.get("skipped_paths", [])),
-                           (str(r) for r in data.get("skipped_reasons", []))))
+        skipped = list(
+            zip(
+                (str(p) for p in data.get("skipped_paths", [])),
+                (str(r) for r in data.get("skipped_reasons", [])),
+            )
+        )
         ignored = [str(p) for p in data.get("ignored_paths", [])]
-        return cls(data["embeddings"], [str(p) for p in data["paths"]], labels, status, skipped,
-                   ignored, meta)
+        return cls(
+            data["embeddings"],
+            [str(p) for p in data["paths"]],
+            labels,
+            status,
+            skipped,
+            ignored,
+            meta,
+        )
 
     def preprocessing(self):
         """The :class:`~fertool.preprocessing.Preprocessing` recorded in ``meta``."""
@@ -242,7 +264,9 @@ def scan_images(root: str | os.PathLike) -> tuple[list[tuple[Path, str]], list[s
 
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder; expected a folder of images (class sub-folders optional)")
+        raise DatasetError(
+            f"{root} is not a folder; expected a folder of images (class sub-folders optional)"
+        )
     items, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -291,12 +315,20 @@ def _given_crops(items: Iterable[tuple[Path, str]], size: int) -> Iterator[_Item
             yield _Item(path, label, "error", None, str(exc))
             continue
         if image.shape[0] != image.shape[1]:
-            log.debug("%s is %dx%d, not square; resized to %dx%d", path, image.shape[1],
-                      image.shape[0], size, size)
+            log.debug(
+                "%s is %dx%d, not square; resized to %dx%d",
+                path,
+                image.shape[1],
+                image.shape[0],
+                size,
+                size,
+            )
         yield _Item(path, label, "given", fit_crop(image, size))
 
 
-def _detected_crops(items: list[tuple[Path, str]], config, cache_dir, progress: bool) -> Iterator[_Item]:
+def _detected_crops(
+    items: list[tuple[Path, str]], config, cache_dir, progress: bool
+) -> Iterator[_Item]:
     from fertool.faces import extract_faces
 
     labels = {str(p): label for p, label in items}
@@ -363,8 +395,14 @@ def embed_folder(
     skipped: list[tuple[str, str]] = []
     batch: list[_Item] = []
     # With detection the face stage shows its own progress bar; otherwise this one counts files.
-    bar = tqdm(total=len(items), desc=f"embed ({layer})", unit="img", file=sys.stderr,
-               disable=not progress or detect, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(items),
+        desc=f"embed ({layer})",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress or detect,
+        dynamic_ncols=True,
+    )
 
     def flush():
         if batch:
@@ -394,7 +432,9 @@ def embed_folder(
 
     from fertool.models import FEATURE_LAYERS
 
-    embeddings = np.concatenate(feats) if feats else np.zeros((0, FEATURE_LAYERS[layer]), np.float32)
+    embeddings = (
+        np.concatenate(feats) if feats else np.zeros((0, FEATURE_LAYERS[layer]), np.float32)
+    )
     info = getattr(model, "weights_info", None)
     meta = {
         "format": NPZ_FORMAT,

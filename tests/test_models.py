@@ -57,7 +57,9 @@ def test_preprocessing_round_trip_and_values():
     x = np.array([[[[0, 127, 255]]]], dtype=np.uint8).repeat(160, 1).repeat(160, 2)
     t = p.to_tensor(x)
     assert t.shape == (1, 3, 160, 160) and t.dtype == torch.float32
-    np.testing.assert_allclose(t[0, :, 0, 0].numpy(), [-127.5 / 128, -0.5 / 128, 127.5 / 128], atol=0)
+    np.testing.assert_allclose(
+        t[0, :, 0, 0].numpy(), [-127.5 / 128, -0.5 / 128, 127.5 / 128], atol=0
+    )
     bgr = Preprocessing(channel_order="BGR").to_tensor(x)
     np.testing.assert_array_equal(bgr[0, 0].numpy(), t[0, 2].numpy())
     with pytest.raises(ValueError, match=r"expected \(N, 160, 160, 3\)"):
@@ -166,4 +168,6 @@ def test_create_model_from_state_dict_file(tmp_path, caplog):
     assert info.source == "file" and info.path == str(path.resolve())
     assert "dropped the logits layer" in caplog.text
     assert trainable_parameters(model) == PAPER_TABLE[2]
-    torch.testing.assert_close(model.backbone.block8.conv2d.weight, src.backbone.block8.conv2d.weight)
+    torch.testing.assert_close(
+        model.backbone.block8.conv2d.weight, src.backbone.block8.conv2d.weight
+    )

@@ -58,7 +58,9 @@ def test_urls_are_facenet_pytorchs():
 def test_vggface2_offline_error_is_actionable(tmp_path):
     url = _closed_port_url("20180402-114759-vggface2.pt")
     with pytest.raises(WeightsUnavailableError) as err:
-        resolve_weights("vggface2", torch_home=tmp_path, download_url=url, timeout=2, progress=False)
+        resolve_weights(
+            "vggface2", torch_home=tmp_path, download_url=url, timeout=2, progress=False
+        )
     msg = str(err.value)
     assert "20180402-114759-vggface2.pt" in msg and "107 MiB" in msg
     assert str(tmp_path / "checkpoints" / "20180402-114759-vggface2.pt") in msg
@@ -98,7 +100,7 @@ def test_load_state_dict_refuses_pickled_objects(tmp_path):
     with pytest.raises(WeightsFormatError, match="weights_only=True"):
         load_state_dict(path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsFormatError, match="junk.pt"):
+    with pytest.raises(WeightsFormatError, match=r"junk\.pt"):
         load_state_dict(tmp_path / "junk.pt")
 
 
@@ -150,7 +152,7 @@ def test_casia_reproduces_tensorflow(casia_torch_home, casia_ref, monkeypatch):
     from fertool.models import create_model
 
     monkeypatch.setenv("TORCH_HOME", str(casia_torch_home))
-    model, info = create_model("casia-webface", download=False)
+    model, _info = create_model("casia-webface", download=False)
     crops = np.stack([read_image(casia_ref / f"face{i}.png") for i in range(4)])
     with torch.no_grad():
         emb = model.embed(model.preprocessing.to_tensor(crops)).numpy()

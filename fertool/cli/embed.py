@@ -8,29 +8,71 @@ from fertool.cli._options import face_options, force_option
 
 #: Names of fertool.models.FEATURE_LAYERS (restated here so that `fertool --help` needs no torch;
 #: a test keeps the two equal).
-LAYERS = ("embedding", "pool", "block8", "repeat_3", "mixed_7a", "repeat_2", "mixed_6a",
-          "repeat_1", "conv2d_4b")
+LAYERS = (
+    "embedding",
+    "pool",
+    "block8",
+    "repeat_3",
+    "mixed_7a",
+    "repeat_2",
+    "mixed_6a",
+    "repeat_1",
+    "conv2d_4b",
+)
 MAX_SKIPPED_SHOWN = 3
 
 
 @click.command("embed")
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--weights", default="casia-webface", show_default=True,
-              help="casia-webface, vggface2, none, or a state-dict file.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="Output .npz: embeddings, paths, labels (when known) and metadata.")
-@click.option("--layer", type=click.Choice(LAYERS), default="embedding", show_default=True,
-              help="embedding: L2-normalised 512-d; pool: 1792-d average pool; others: "
-              "globally pooled activations of that block.")
-@click.option("--no-detect", is_flag=True,
-              help="DATA holds face crops already: skip detection, resize to 160x160 if needed.")
+@click.option(
+    "--weights",
+    default="casia-webface",
+    show_default=True,
+    help="casia-webface, vggface2, none, or a state-dict file.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Output .npz: embeddings, paths, labels (when known) and metadata.",
+)
+@click.option(
+    "--layer",
+    type=click.Choice(LAYERS),
+    default="embedding",
+    show_default=True,
+    help="embedding: L2-normalised 512-d; pool: 1792-d average pool; others: "
+    "globally pooled activations of that block.",
+)
+@click.option(
+    "--no-detect",
+    is_flag=True,
+    help="DATA holds face crops already: skip detection, resize to 160x160 if needed.",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--flip-tta", is_flag=True, help="Average each face's features with its mirror image's.")
-@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option(
+    "--flip-tta", is_flag=True, help="Average each face's features with its mirror image's."
+)
+@click.option(
+    "--device", default=None, help="torch device (default: cuda when available, else cpu)."
+)
 @face_options
 @force_option
-def command(data, weights, out, layer, no_detect, batch_size, flip_tta, device, cache_dir,
-            detect_scale, no_face, face_policy, force):
+def command(
+    data,
+    weights,
+    out,
+    layer,
+    no_detect,
+    batch_size,
+    flip_tta,
+    device,
+    cache_dir,
+    detect_scale,
+    no_face,
+    face_policy,
+    force,
+):
     """Embed every image under DATA with FaceNet and write them to an .npz file.
 
     DATA is a dataset (one sub-folder per expression, which gives labels) or any folder of
@@ -57,17 +99,27 @@ def command(data, weights, out, layer, no_detect, batch_size, flip_tta, device, 
 
         face_config = FaceConfig(policy=face_policy, no_face=no_face, detect_scale=detect_scale)
     result = embed_folder(
-        model, data, detect=not no_detect, face_config=face_config, cache_dir=cache_dir,
-        layer=layer, batch_size=batch_size, flip=flip_tta, progress=True,
+        model,
+        data,
+        detect=not no_detect,
+        face_config=face_config,
+        cache_dir=cache_dir,
+        layer=layer,
+        batch_size=batch_size,
+        flip=flip_tta,
+        progress=True,
     )
     if len(result) == 0:
         raise FertoolError(
             f"no embeddings for {data}: all {len(result.skipped)} images were skipped "
-            f"(first: {result.skipped[0][0]}: {result.skipped[0][1]})" if result.skipped else
-            f"no embeddings for {data}"
+            f"(first: {result.skipped[0][0]}: {result.skipped[0][1]})"
+            if result.skipped
+            else f"no embeddings for {data}"
         )
     result.save(out, force=force)
-    weights_text = f"{info.name} ({info.source}, sha256 {info.sha256[:12]})" if info else "none (random)"
+    weights_text = (
+        f"{info.name} ({info.source}, sha256 {info.sha256[:12]})" if info else "none (random)"
+    )
     labelled = sum(1 for x in result.labels if x)
     click.echo(
         f"wrote {len(result)} embeddings ({result.embeddings.shape[1]}-d, layer {layer}"
@@ -75,12 +127,17 @@ def command(data, weights, out, layer, no_detect, batch_size, flip_tta, device, 
         f"{labelled} labelled"
     )
     if result.ignored:
-        click.echo(f"ignored {len(result.ignored)} files that are not images, e.g. "
-                   f"{result.ignored[0]}", err=True)
+        click.echo(
+            f"ignored {len(result.ignored)} files that are not images, e.g. {result.ignored[0]}",
+            err=True,
+        )
     if result.skipped:
         click.echo(f"skipped {len(result.skipped)} images:", err=True)
         for path, reason in result.skipped[:MAX_SKIPPED_SHOWN]:
             click.echo(f"  {path}: {reason}", err=True)
         if len(result.skipped) > MAX_SKIPPED_SHOWN:
-            click.echo(f"  ... and {len(result.skipped) - MAX_SKIPPED_SHOWN} more (skipped_paths "
-                       "in the .npz)", err=True)
+            click.echo(
+                f"  ... and {len(result.skipped) - MAX_SKIPPED_SHOWN} more (skipped_paths "
+                "in the .npz)",
+                err=True,
+            )

