@@ -17,6 +17,8 @@ TensorFlow have batch norm folded into the convolutions (running mean 0, varianc
 batch statistics would replace the learnt normalisation outright; and eval-mode batch norm is the
 usual choice on small datasets anyway. ``train_bn=True`` lets trainable layers' batch norms use
 batch statistics (sensible with the VGGFace2 weights and a large dataset, or to re-estimate them).
+Dropout (``p=0.6`` before ``last_linear``, as in facenet-pytorch) follows the training mode
+whatever the unfreeze depth.
 
 Run ``python -m fertool.models`` (or ``fertool weights table``) to print the trainable-parameter
 table.
