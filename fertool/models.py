@@ -230,7 +230,7 @@ def default_labels(num_classes: int) -> tuple[str, ...]:
 
 
 def create_model(
-    weights: str | None = "casia-webface",
+    weights: str | WeightsInfo | None = "casia-webface",
     num_classes: int = 7,
     unfreeze: int | None = None,
     preprocessing: Preprocessing | None = None,
@@ -244,9 +244,10 @@ def create_model(
 
     Parameters
     ----------
-    weights : str or None
+    weights : str, WeightsInfo or None
         ``casia-webface``, ``vggface2``, a state-dict file, or ``None``/``"none"`` (random
-        initialisation); see :func:`fertool.weights.resolve_weights`.
+        initialisation), resolved by :func:`fertool.weights.resolve_weights`; or a
+        :class:`~fertool.weights.WeightsInfo` that it returned earlier.
     num_classes : int
         Classes of the head. The head starts from random weights unless ``weights`` holds a
         logits layer of exactly this size.
@@ -273,11 +274,19 @@ def create_model(
     WeightsUnavailableError, WeightsFormatError
         From :mod:`fertool.weights`.
     """
-    from fertool.weights import load_backbone_weights, load_state_dict, resolve_weights
+    from fertool.weights import (
+        WeightsInfo,
+        load_backbone_weights,
+        load_state_dict,
+        resolve_weights,
+    )
 
     if preprocessing is None:
         preprocessing = Preprocessing(labels=default_labels(num_classes))
-    info = resolve_weights(weights, download=download)
+    if isinstance(weights, WeightsInfo):
+        info = weights
+    else:
+        info = resolve_weights(weights, download=download)
     model = FerNet(num_classes, preprocessing, dropout_prob=dropout_prob, train_bn=train_bn)
     if info is not None:
         load_backbone_weights(model.backbone, load_state_dict(info.path), origin=info.path)

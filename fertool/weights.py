@@ -191,12 +191,12 @@ def _download(url: str, dst: Path, timeout: float, progress: bool) -> None:
     """facenet-pytorch's download, after a reachability check that fails within ``timeout``."""
     from urllib.request import Request, urlopen
 
-    from facenet_pytorch.models.utils.download import download_url_to_file
-
     # Reachability check: connect and read the response headers only (a GET, because release
     # assets redirect to pre-signed URLs that need not accept HEAD).
     with urlopen(Request(url, headers={"User-Agent": "fertool"}), timeout=timeout):
         pass
+    from facenet_pytorch.models.utils.download import download_url_to_file  # imports torch
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, dst)
     # Writes to a temporary file in the same folder and moves it into place when complete.

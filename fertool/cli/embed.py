@@ -85,14 +85,18 @@ def command(
     from fertool.embed import embed_folder
     from fertool.errors import FertoolError
     from fertool.io import check_writable
-    from fertool.models import create_model
+    from fertool.weights import resolve_weights
 
     check_writable(out, force)
+    info = resolve_weights(weights)  # before importing torch: a missing file fails at once
+
+    from fertool.models import create_model
+
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, info = create_model(weights, device=device)
+    model, info = create_model(info, device=device)
     face_config = None
     if not no_detect:
         from fertool.faces import FaceConfig
