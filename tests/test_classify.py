@@ -83,7 +83,7 @@ def test_fit_head_is_deterministic():
 def test_gamma_grid_scales_with_features():
     X, y = blobs(n_features=40)
     fitted = fit_head("svm-rbf", X, y)
-    np.testing.assert_allclose(fitted.cv["grid"]["clf__gamma"], [0.3 / 40, 1 / 40, 3 / 40])
+    np.testing.assert_allclose(fitted.cv["grid"]["clf__gamma"], [0.1 / 40, 0.3 / 40, 1 / 40])
     custom = fit_head("svm-rbf", X, y, grid={"C": [2.0], "gamma": ["scale"]})
     assert custom.best_params_ == {"clf__C": 2.0, "clf__gamma": "scale"}
 
