@@ -21,8 +21,9 @@ import numpy as np
 
 MODES = ("nh", "h", "im")
 
-#: Pixels per chunk when processing a stack: bounds memory to about 0.5 GB for the 8 channels.
-_CHUNK_PIXELS = 2_000_000
+#: Input pixels per chunk when processing a stack: about 1 MB per float64 work array, which keeps
+#: the passes in cache (2-3x faster than whole-stack passes on 160x160 faces) and bounds memory.
+_CHUNK_PIXELS = 131_072
 
 #: Tie-breaking scaling of the reference implementation (applied on both sides of D before SVD).
 _TIE_BREAK = np.array([1.000007, 1.000006, 1.000005, 1.000004, 1.000003, 1.000002, 1.000001, 1.0])
