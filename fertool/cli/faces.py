@@ -176,6 +176,14 @@ def _fmt(v, digits: int = 1) -> str:
     help="Context around the face as a fraction (default 0.1; 0 = tight MTCNN box).",
 )
 @click.option(
+    "--min-face-size",
+    type=click.IntRange(12),
+    default=20,
+    show_default=True,
+    help="Smallest face to look for, in full-resolution pixels. Detection time falls as this "
+    "rises; with --detect-scale 0.5, 40 makes detection about twice as fast as at full scale.",
+)
+@click.option(
     "--no-align", is_flag=True, help="Crop the detector box without rotating the eyes level."
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the face-crop cache.")
@@ -191,6 +199,7 @@ def command(
     no_face,
     face_policy,
     margin,
+    min_face_size,
     no_align,
     no_cache,
     group,
@@ -223,6 +232,7 @@ def command(
         "no_face": no_face,
         "detect_scale": detect_scale,
         "align": not no_align,
+        "min_face_size": min_face_size,
     }
     if margin is not None:
         settings["margin"] = margin
