@@ -266,7 +266,8 @@ def carve_validation(
     groups = manifest.groups[train]
     X = np.zeros((len(train), 1))
     if grouped and len(set(groups)) < len(groups):
-        k = max(2, round(1 / fraction))
+        # As many folds as the fraction asks, but no more than groups or the largest class allow.
+        k = max(2, min(round(1 / fraction), len(set(groups)), int(np.bincount(y).max())))
         fit, val = next(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups))
     else:
         fit, val = next(StratifiedShuffleSplit(1, test_size=fraction, random_state=seed).split(X, y))

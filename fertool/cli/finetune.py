@@ -1,0 +1,122 @@
+"""`fertool finetune`: FaceNet transfer learning with the paper's "N layers unfrozen" schedule."""
+
+from __future__ import annotations
+
+import click
+
+from fertool.cli._options import data_option, face_options, force_option, group_option
+
+
+@click.command("finetune")
+@data_option
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Run folder (config, checkpoints, metrics, report).")
+@click.option("--weights", default="casia-webface", show_default=True,
+              help="casia-webface | vggface2 | none | a state-dict FILE.")
+@click.option("--unfreeze", type=click.IntRange(1, 18), default=9, show_default=True,
+              help="Train the last N top-level layers (paper: 1, 2, 4, 6, 9).")
+@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold"]), default="movie",
+              show_default=True, help="Evaluation protocol of the split.")
+@click.option("--fold", type=int, default=0, show_default=True, help="Which fold of the protocol.")
+@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option("--n-folds", type=int, default=None, help="Folds for movie (2) / kfold (5).")
+@group_option
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
+              show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Learning rate of the head (logits, last_bn, last_linear).")
+@click.option("--backbone-lr", type=float, default=1e-4, show_default=True,
+              help="Learning rate of the unfrozen pretrained blocks.")
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
+@click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--class-weights/--no-class-weights", default=False, show_default=True)
+@click.option("--grad-clip", type=float, default=5.0, show_default=True, help="0 disables.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Flip, rotation/scale/shift jitter, colour jitter, random erasing.")
+@click.option("--tta-flip/--no-tta-flip", default=True, show_default=True,
+              help="Average predictions over the crop and its mirror image.")
+@click.option("--cache-frozen/--no-cache-frozen", default=True, show_default=True,
+              help="Without augmentation: compute the frozen trunk once, train the rest.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--patience", type=int, default=0, show_default=True,
+              help="Early stopping after N epochs without validation gain (0: off).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=None, help="Use at most N images per class.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA).")
+@click.option("--monitor-angles", is_flag=True,
+              help="Gedeon's angular-separation monitor on one layer, every epoch.")
+@click.option("--monitor-layer", default=None, help="Layer to monitor (default: last trainable block).")
+@click.option("--monitor-neurons", type=click.IntRange(2), default=512, show_default=True)
+@click.option("--monitor-stop", is_flag=True, help="Stop training when the monitor says stuck.")
+@face_options
+@click.option("--dry-run", is_flag=True, help="Print the plan (device, parameters, split) and exit.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
+@force_option
+def command(data, out, dry_run, resume, force, augment, face_policy, no_face, detect_scale,
+            **kw) -> None:
+    """Fine-tune FaceNet (InceptionResnetV1) on a folder-per-class dataset.
+
+    The training part of the chosen split is split again (grouped the same way) into a fitting and
+    a validation part; the best epoch on validation is evaluated once on the test part and written
+    to OUT/report.json and report.md, with curves.png, confusion.png, metrics.jsonl and
+    checkpoints (last.pt every epoch, best.pt).
+    """
+    from fertool.augment import AugmentConfig
+    from fertool.faces import FaceConfig
+    from fertool.train import TrainConfig
+
+    face = FaceConfig(policy=face_policy, no_face=no_face, detect_scale=detect_scale)
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(
+        data=data, out=out, face=face.to_dict(),
+        augment=AugmentConfig().to_dict() if augment else None,
+        **{k: v for k, v in kw.items() if k in fields},
+    )
+    if cfg.weights in ("none", "None", ""):
+        cfg.weights = None
+    if dry_run:
+        _plan(cfg)
+        return
+    from fertool.train import run
+
+    report = run(cfg, resume=resume, force=force)
+    r = report["results"][0]
+    click.echo(
+        f"test accuracy {100 * r['accuracy_mean']:.1f}%, macro-F1 {100 * r['macro_f1']:.1f}% "
+        f"(best epoch {r['details']['best_epoch']} of {r['details']['epochs_run']}); "
+        f"report: {out}/report.md"
+    )
+
+
+def _plan(cfg) -> None:
+    import torch
+
+    from fertool.data import carve_validation, discover, make_splits
+    from fertool.models import FerNet, format_unfreeze_table, trainable_parameters, unfreeze_table
+
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m = discover(cfg.data, group=cfg.group)
+    splits = make_splits(m, cfg.protocol, seeds=[cfg.split_seed], n_folds=cfg.n_folds)
+    if not 0 <= cfg.fold < len(splits):
+        raise click.BadParameter(f"{cfg.fold} out of range ({len(splits)} folds)", param_hint="--fold")
+    s = splits[cfg.fold]
+    fit, val = carve_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
+                                grouped=cfg.protocol != "paper")
+    model = FerNet()
+    model.set_unfreeze(cfg.unfreeze)
+    click.echo(f"device: {device}" + (" (mixed precision)" if device.startswith("cuda") and cfg.amp else ""))
+    click.echo(f"weights: {cfg.weights or 'none (random initialisation)'}")
+    click.echo(f"unfreeze: {cfg.unfreeze} -> trainable parameters {trainable_parameters(model):,} "
+               f"of {sum(p.numel() for p in model.parameters()):,}")
+    click.echo(f"dataset: {len(m)} images, {len(m.classes)} classes, {len(set(m.groups))} groups")
+    click.echo(f"split: {s.name} (hash {s.hash}): fit {len(fit)}, validation {len(val)}, "
+               f"test {len(s.test)}")
+    click.echo(f"epochs: {cfg.epochs}, batch size {cfg.batch_size}, optimizer {cfg.optimizer}, "
+               f"lr {cfg.lr} (head) / {cfg.backbone_lr} (backbone)")
+    click.echo(f"augmentation: {'on' if cfg.augment else 'off'}"
+               + ("" if cfg.augment or not cfg.cache_frozen else " (frozen trunk cached)"))
+    click.echo("\n" + format_unfreeze_table(unfreeze_table()))
