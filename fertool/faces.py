@@ -35,6 +35,16 @@ import numpy as np
 
 from fertool.align import align_matrix, box_transform, center_square_transform, warp_affine
 
+__all__ = [
+    "FaceAnalysis",
+    "FaceConfig",
+    "FaceRecord",
+    "FaceStage",
+    "choose_face",
+    "extract_faces",
+    "face_crops",
+]
+
 log = logging.getLogger(__name__)
 
 POLICIES = ("largest", "most-confident", "center")
