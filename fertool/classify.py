@@ -158,9 +158,8 @@ def make_head(name: str, *, pca: bool | None = None, seed: int = 0, **params):
     spec, with_pca = _resolve(name, pca)
     steps = [("scale", StandardScaler())]
     if with_pca:
-        steps.append(
-            ("pca", PCA(n_components=PCA_VARIANCE, whiten=True, svd_solver="full", random_state=seed))
-        )
+        pca_step = PCA(n_components=PCA_VARIANCE, whiten=True, svd_solver="full", random_state=seed)
+        steps.append(("pca", pca_step))
     clf = spec.classifier(seed)
     if params:
         clf.set_params(**params)
@@ -307,7 +306,10 @@ def fit_head(
         error_score="raise",
     )
     search.fit(X, y)
-    log.info("%s: best %s, cv %s = %.4f", full_name, search.best_params_, scoring, search.best_score_)
+    scoring_name = scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "custom")
+    log.info(
+        "%s: best %s, cv %s %.4f", full_name, search.best_params_, scoring_name, search.best_score_
+    )
     return FittedHead(
         name=full_name,
         estimator=search.best_estimator_,
@@ -316,7 +318,7 @@ def fit_head(
         cv={
             "n_splits": len(splits),
             "grouped": groups is not None,
-            "scoring": scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "custom"),
+            "scoring": scoring_name,
             "seed": seed,
             "grid": param_grid,
         },
@@ -431,12 +433,15 @@ def load_head(path) -> tuple[Any, dict]:
         if not isinstance(expected, str):
             raise TypeError("sha256 is not a string")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HeadFileError(f"refusing to load {path}: sidecar {side} is unreadable ({exc})") from None
+        raise HeadFileError(
+            f"refusing to load {path}: sidecar {side} is unreadable ({exc})"
+        ) from None
     actual = sha256_file(path)
     if actual != expected:
         raise HeadFileError(
-            f"refusing to load {path}: its sha256 {actual[:16]}... does not match {expected[:16]}... "
-            f"recorded in {side.name}; the file was changed or corrupted (re-save or re-train it)"
+            f"refusing to load {path}: its sha256 {actual[:16]}... does not match "
+            f"{expected[:16]}... recorded in {side.name}; the file was changed or corrupted "
+            "(re-save or re-train it)"
         )
     return joblib.load(path), meta
 

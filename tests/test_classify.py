@@ -149,7 +149,8 @@ def test_save_load_round_trip(tmp_path):
     np.testing.assert_array_equal(estimator.predict(X), fitted.predict(X))
     assert loaded_meta == side
     # no temporary files are left behind
-    assert sorted(p.name for p in path.parent.iterdir()) == ["lpq-svm.joblib", "lpq-svm.joblib.json"]
+    names = sorted(p.name for p in path.parent.iterdir())
+    assert names == ["lpq-svm.joblib", "lpq-svm.joblib.json"]
 
 
 def test_save_refuses_to_overwrite_without_force(tmp_path):

@@ -1,4 +1,4 @@
-"""LPQ: the fast implementation against slow, obviously-correct loops, and the spec's invariances."""
+"""LPQ: the fast implementation against slow, obviously-correct loops; the spec's invariances."""
 
 from __future__ import annotations
 

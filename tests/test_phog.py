@@ -1,4 +1,4 @@
-"""PHOG: the fast implementation against a slow transcription of anna_phog.m, and the invariances."""
+"""PHOG: the fast implementation against a slow transcription of anna_phog.m; invariances."""
 
 from __future__ import annotations
 

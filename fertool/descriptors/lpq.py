@@ -30,7 +30,8 @@ _TIE_BREAK = np.array([1.000007, 1.000006, 1.000005, 1.000004, 1.000003, 1.00000
 
 
 def _check_window(window) -> int:
-    if isinstance(window, bool) or not isinstance(window, Integral) or window < 3 or window % 2 == 0:
+    valid = isinstance(window, Integral) and not isinstance(window, bool)
+    if not valid or window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 3 (for example 3 or 7), got {window!r}")
     return int(window)
 
@@ -48,13 +49,14 @@ def _check_mode(mode) -> str:
 
 
 def _check_grid(grid) -> tuple[int, int]:
+    message = f"grid must be a pair of positive integers such as (4, 4), got {grid!r}"
     try:
         gy, gx = grid
     except (TypeError, ValueError):
-        raise ValueError(f"grid must be a pair of positive integers such as (4, 4), got {grid!r}") from None
+        raise ValueError(message) from None
     for g in (gy, gx):
         if isinstance(g, bool) or not isinstance(g, Integral) or g < 1:
-            raise ValueError(f"grid must be a pair of positive integers such as (4, 4), got {grid!r}")
+            raise ValueError(message)
     return int(gy), int(gx)
 
 
@@ -104,7 +106,7 @@ def _box(a: np.ndarray, r: int, axis: int) -> np.ndarray:
 
 
 def _cos_sin(a: np.ndarray, r: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real part (C) and minus the imaginary part (S) of the convolution with w1 = exp(-2 pi i x / w).
+    """Real part C and minus the imaginary part S of the convolution with w1 = exp(-2 pi i x / w).
 
     ``conv(a, w1) = C - i S`` and ``conv(a, w2) = C + i S``. In-place arithmetic on three
     work buffers keeps the memory traffic low.
@@ -132,7 +134,7 @@ def _cos_sin(a: np.ndarray, r: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _responses_into(out: np.ndarray, stack: np.ndarray, window: int) -> None:
-    """Write the eight STFT channels of ``stack`` (..., H, W) into ``out`` (8, ..., H-w+1, W-w+1)."""
+    """Write the eight STFT channels of ``stack`` (..., H, W) into ``out`` (8, ..., h, w)."""
     r = (window - 1) // 2
     rows, cols = stack.ndim - 2, stack.ndim - 1
     c1_w0, s1_w0 = _cos_sin(_box(stack, r, rows), r, cols)
@@ -196,7 +198,7 @@ def _whitening(window: int, rho: float) -> np.ndarray:
 
 
 def _codes_stack(stack: np.ndarray, window: int, rho: float, decorrelate: bool) -> np.ndarray:
-    """uint8 LPQ codes of a float64 stack (N, H, W) -> (N, H-w+1, W-w+1), in memory-bounded chunks."""
+    """uint8 LPQ codes of a float64 stack (N, H, W) -> (N, H-w+1, W-w+1), in cache-sized chunks."""
     n, h, w = stack.shape
     oh, ow = h - window + 1, w - window + 1
     out = np.empty((n, oh, ow), dtype=np.uint8)

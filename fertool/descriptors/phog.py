@@ -27,6 +27,9 @@ import numpy as np
 
 ANGLES = (180, 360)
 
+#: Pixels per chunk of a stack (keeps the vectorised passes in cache).
+_CHUNK_PIXELS = 131_072
+
 #: Canny thresholds as in MATLAB's ``edge(I, 'canny')``.
 _HIGH_PERCENTILE = 70.0
 _LOW_RATIO = 0.4
@@ -134,7 +137,7 @@ def _orientation_bins(gy: np.ndarray, gx: np.ndarray, bins: int, angle: int) -> 
 
 
 def _pyramid(bin_idx: np.ndarray, votes: np.ndarray, bins: int, levels: int) -> np.ndarray:
-    """Unnormalised PHOG vectors (N, length) from per-pixel bins and votes (N, h, w) of the region."""
+    """Unnormalised PHOG vectors (N, length) from per-pixel bins and votes (N, h, w)."""
     n_img, h, w = bin_idx.shape
     n = 2**levels
     cy = (np.arange(h) * n) // h
@@ -249,9 +252,13 @@ def phog_batch(
     """
     bins, levels, angle, sigma = _check_params(bins, levels, angle, sigma)
     stack = _as_float(images, 3, "images")
-    if stack.shape[0] == 0:
-        return np.empty((0, phog_length(bins, levels)))
-    return _phog_stack(stack, bins, levels, angle, roi, sigma)
+    _check_roi(roi, stack.shape[1:], levels)
+    out = np.empty((stack.shape[0], phog_length(bins, levels)))
+    step = max(1, _CHUNK_PIXELS // max(1, stack.shape[1] * stack.shape[2]))
+    for start in range(0, len(stack), step):
+        chunk = stack[start : start + step]
+        out[start : start + step] = _phog_stack(chunk, bins, levels, angle, roi, sigma)
+    return out
 
 
 __all__ = ["ANGLES", "phog", "phog_batch", "phog_length"]

@@ -87,7 +87,8 @@ def prepare_faces(X, size: int | None) -> np.ndarray:
                     raise ValueError(
                         f"face crop {i} has shape {item.shape}; expected (H, W, 3) or (H, W)"
                     )
-                out[i] = resize(to_grey(item), (size, size), anti_aliasing=True, preserve_range=True)
+                grey = to_grey(item)
+                out[i] = resize(grey, (size, size), anti_aliasing=True, preserve_range=True)
             return out
         X = np.stack(items) if items else np.empty((0, size or 1, size or 1))
     if not (X.ndim == 3 or (X.ndim == 4 and X.shape[-1] == 3)):
