@@ -18,21 +18,28 @@ from fertool.cli._options import data_option, face_options, force_option, group_
 @click.option("--protocol", type=click.Choice(["paper", "movie", "kfold"]), default="movie",
               show_default=True, help="Evaluation protocol of the split.")
 @click.option("--fold", type=int, default=0, show_default=True, help="Which fold of the protocol.")
-@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option("--split-seed", type=int, default=0, show_default=True,
+              help="Seed of the protocol's split (the same seed gives the same split hash).")
 @click.option("--n-folds", type=int, default=None, help="Folds for movie (2) / kfold (5).")
 @group_option
-@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True,
+              help="Training epochs (the cosine schedule ends at the last one).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="Images per optimisation step.")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw",
-              show_default=True)
+              show_default=True, help="AdamW, or SGD with Nesterov momentum 0.9.")
 @click.option("--lr", type=float, default=1e-3, show_default=True,
               help="Learning rate of the head (logits, last_bn, last_linear).")
 @click.option("--backbone-lr", type=float, default=1e-4, show_default=True,
               help="Learning rate of the unfrozen pretrained blocks.")
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--warmup-epochs", type=float, default=1.0, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
-@click.option("--class-weights/--no-class-weights", default=False, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True,
+              help="Decoupled weight decay (AdamW) or L2 (SGD).")
+@click.option("--warmup-epochs", type=float, default=1.0, show_default=True,
+              help="Linear warm-up length before the cosine decay.")
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True,
+              help="Label smoothing of the cross-entropy loss.")
+@click.option("--class-weights/--no-class-weights", default=False, show_default=True,
+              help="Weight the loss by inverse class frequency of the fitting part.")
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="0 disables.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Flip, rotation/scale/shift jitter, colour jitter, random erasing.")
@@ -40,10 +47,12 @@ from fertool.cli._options import data_option, face_options, force_option, group_
               help="Average predictions over the crop and its mirror image.")
 @click.option("--cache-frozen/--no-cache-frozen", default=True, show_default=True,
               help="Without augmentation: compute the frozen trunk once, train the rest.")
-@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+              help="Share of the training part held out (grouped) for model selection.")
 @click.option("--patience", type=int, default=0, show_default=True,
               help="Early stopping after N epochs without validation gain (0: off).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of initialisation, sample order, augmentation and dropout.")
 @click.option("--limit", type=int, default=None, help="Use at most N images per class.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA).")
