@@ -49,7 +49,13 @@ MAX_SKIPPED_SHOWN = 3
     is_flag=True,
     help="DATA holds face crops already: skip detection, resize to 160x160 if needed.",
 )
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Crops per forward pass.",
+)
 @click.option(
     "--flip-tta", is_flag=True, help="Average each face's features with its mirror image's."
 )
