@@ -156,7 +156,7 @@ class LPQTransformer(_FaceDescriptor):
 
     _prefix = "lpq"
 
-    def __init__(self, size=64, grid=(4, 4), window=7, rho=0.9, *, decorrelate=True):
+    def __init__(self, size=64, *, grid=(4, 4), window=7, rho=0.9, decorrelate=True):
         self.size = size
         self.grid = grid
         self.window = window
@@ -214,7 +214,7 @@ class PHOGTransformer(_FaceDescriptor):
 
     _prefix = "phog"
 
-    def __init__(self, size=64, bins=8, levels=3, angle=360):
+    def __init__(self, size=64, *, bins=8, levels=3, angle=360):
         self.size = size
         self.bins = bins
         self.levels = levels
