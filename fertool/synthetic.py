@@ -984,8 +984,17 @@ def _background(rng: np.random.Generator, h: int, w: int, kinds: tuple[str, ...]
     return bg
 
 
-def _finish(img: np.ndarray, rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarray:
-    """Global light gradient, colour cast, blur and noise; returns uint8."""
+def _finish(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    noise_rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Global light gradient, colour cast, blur and noise; returns uint8.
+
+    The settings come from ``rng``, the noise pixels from ``noise_rng`` (default ``rng``), so
+    that the frames of a clip share a camera but not a noise pattern.
+    """
     h, w = img.shape[:2]
     strength = rng.uniform(*spec.gradient)
     ang = rng.uniform(0, 2 * np.pi)
@@ -998,7 +1007,8 @@ def _finish(img: np.ndarray, rng: np.random.Generator, spec: SyntheticSpec) -> n
         img = _blur(img, float(sigma))
     noise = rng.uniform(*spec.noise_sigma)
     if noise > 0:
-        img = img + np.float32(noise) * rng.standard_normal(img.shape, dtype=np.float32)
+        noise_rng = rng if noise_rng is None else noise_rng
+        img = img + np.float32(noise) * noise_rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
@@ -1283,7 +1293,7 @@ def make_dataset(
         written = 0
         clip_index = 0
         while written < n_per_class:
-            grp = groups[clip_index % n_groups]
+            grp = groups[(clip_index + li) % n_groups]
             crng = np.random.default_rng([seed, 1, li, clip_index])
             n_frames = min(int(crng.integers(1, 4)), n_per_class - written)
             ident = grp["identities"][int(crng.integers(len(grp["identities"])))]
@@ -1308,7 +1318,8 @@ def make_dataset(
                                   for cx, cy, s, r in placements]  # fmt: skip
                 canvas = background.copy()
                 annotations = _draw_faces(canvas, faces, placements)
-                image = _finish(canvas, frng, spec)
+                camera = np.random.default_rng([seed, 3, li, clip_index])
+                image = _finish(canvas, camera, spec, noise_rng=frng)
                 name = f"{grp['name']}_{clip_id:09d}_{start + 3 * f:08d}.png"
                 write_png(folder / name, image, force=True)
                 records.append(
