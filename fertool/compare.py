@@ -1,0 +1,794 @@
+"""Compare hand-crafted baselines, FaceNet features and fine-tuned runs on the same faces and splits.
+
+::
+
+    from fertool.compare import CompareConfig, run_comparison
+
+    outcome = run_comparison(CompareConfig(data="sfew-675", out="baselines/x", protocol="movie"))
+    for r in outcome.results:
+        print(r.method, r.status, r.accuracy_mean)
+
+What one comparison does, in order:
+
+1. discover the dataset and make the protocol's splits (:func:`fertool.data.make_splits`);
+2. run the face stage once over every image (:func:`fertool.faces.face_crops`, cached on disk), so
+   every method sees the same aligned crops;
+3. compute each feature source once for all crops: LPQ, PHOG (both label-free, so computing them
+   on every face is leak-free), FaceNet embeddings and pooled features;
+4. for every method and every split, fit a named head (:func:`fertool.classify.fit_head`) on the
+   training part only, its hyperparameters chosen by cross-validation inside that training part,
+   grouped like the outer protocol, then predict the test part;
+5. evaluate fine-tuned runs (``fertool finetune`` folders) on the test part of the split they were
+   trained on, when that split is one of this comparison's splits; otherwise list them as not
+   comparable, with the reason;
+6. write ``report.md``, ``report.json`` and one confusion matrix PNG per method (summed over the
+   test parts) with :func:`fertool.report.write_report`.
+
+A method that cannot run (weights unavailable, a run on another split) is kept in the results
+with ``status != "ok"`` and a reason; nothing is dropped silently. This module never prints: it
+logs, and shows tqdm progress bars on stderr when ``progress`` is true.
+
+Method names
+------------
+``lpq``, ``phog``, ``lpq+phog``
+    Descriptor, then the descriptor head (default ``svm-rbf``).
+``facenet``, ``facenet-pool``
+    The 512-d FaceNet embedding, or the 1792-d average pool before the bottleneck, then each head
+    of ``heads``; reported as ``facenet-<weights>/<head>`` and ``facenet-<weights>-pool/<head>``.
+``SOURCE/HEAD`` (or ``SOURCE-HEAD``)
+    One source with one head, for example ``lpq/logreg``, ``facenet/pca+svm-rbf``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fertool import LABELS
+from fertool.errors import FertoolError
+from fertool.report import MethodResult
+
+log = logging.getLogger(__name__)
+
+DESCRIPTOR_SOURCES = ("lpq", "phog", "lpq+phog")
+FACENET_LAYERS = {"facenet": "embedding", "facenet-pool": "pool"}
+SOURCES = (*DESCRIPTOR_SOURCES, *FACENET_LAYERS)
+DEFAULT_METHODS = ("lpq", "phog", "lpq+phog", "facenet", "facenet-pool")
+DEFAULT_HEADS = ("svm-rbf", "svm-linear", "logreg", "knn")
+#: Split seeds when none are given: the paper protocol repeats its 50/50 split over three seeds.
+DEFAULT_SEEDS = {"paper": (0, 1, 2), "movie": (0,), "kfold": (0,)}
+FEATURE_MAPS = ("none", "sqrt")
+#: Crops per chunk when computing descriptors (bounds memory, drives the progress bar).
+_CHUNK = 64
+
+
+class UnknownMethodError(FertoolError, ValueError):
+    """A method name that is not a known source, ``SOURCE/HEAD`` or ``SOURCE-HEAD``."""
+
+
+@dataclass(frozen=True)
+class DescriptorSettings:
+    """Parameters of the hand-crafted descriptors (see ``docs/baselines-spec.md``).
+
+    Attributes
+    ----------
+    lpq_size, phog_size : int
+        Side of the grey face the descriptor sees (crops are resized, anti-aliased).
+    lpq_grid : (int, int)
+        LPQ cells (rows, columns); one 256-bin histogram per cell.
+    lpq_window : int
+        LPQ window (odd).
+    phog_bins, phog_levels, phog_angle : int
+        PHOG orientation bins, pyramid levels above level 0, orientation range (360 or 180).
+    feature_map : {"none", "sqrt"}
+        Map applied to every histogram before the head: ``sqrt`` is the Hellinger map (a linear or
+        RBF kernel on square-rooted histograms compares them like the Hellinger kernel). It is a
+        fixed per-sample function, nothing is fitted, so applying it to all faces is leak-free.
+    """
+
+    lpq_size: int = 64
+    lpq_grid: tuple[int, int] = (4, 4)
+    lpq_window: int = 7
+    phog_size: int = 64
+    phog_bins: int = 8
+    phog_levels: int = 3
+    phog_angle: int = 360
+    feature_map: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.feature_map not in FEATURE_MAPS:
+            raise ValueError(
+                f"feature_map must be one of {', '.join(FEATURE_MAPS)}, got {self.feature_map!r}"
+            )
+        object.__setattr__(self, "lpq_grid", tuple(int(g) for g in self.lpq_grid))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lpq_grid"] = list(self.lpq_grid)
+        return d
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """One row of the comparison: a feature source and a head."""
+
+    name: str
+    source: str
+    head: str
+
+
+@dataclass
+class CompareConfig:
+    """Everything that defines a comparison (recorded in its report).
+
+    ``seeds=None`` takes the protocol's default (:data:`DEFAULT_SEEDS`); ``n_folds=None`` the
+    protocol's (2 for movie, 5 for kfold). ``face`` is ``FaceConfig.to_dict()`` (default
+    settings when None). ``cv`` is the number of inner folds of the hyperparameter search.
+    """
+
+    data: str
+    out: str
+    protocol: str = "movie"
+    seeds: tuple[int, ...] | None = None
+    n_folds: int | None = None
+    group: str = "sfew"
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    heads: tuple[str, ...] = DEFAULT_HEADS
+    descriptor_head: str = "svm-rbf"
+    descriptors: DescriptorSettings = field(default_factory=DescriptorSettings)
+    weights: str = "casia-webface"
+    finetuned: tuple[str, ...] = ()
+    face: dict | None = None
+    cache_dir: str | None = None
+    cv: int = 3
+    device: str | None = None
+    batch_size: int = 32
+    force: bool = False
+
+    def resolved_seeds(self) -> tuple[int, ...]:
+        return tuple(self.seeds) if self.seeds else DEFAULT_SEEDS.get(self.protocol, (0,))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["descriptors"] = self.descriptors.to_dict()
+        d["seeds"] = list(self.resolved_seeds())
+        return d
+
+
+@dataclass
+class CompareOutcome:
+    """What :func:`run_comparison` produced."""
+
+    out: Path
+    report_md: Path
+    report_json: Path
+    results: list[MethodResult]
+    split_hash: str
+    n_faces: int
+    n_fallback: int
+    seconds: float
+    figures: dict[str, str] = field(default_factory=dict)
+
+    def best(self) -> MethodResult | None:
+        ok = [r for r in self.results if r.status == "ok"]
+        return max(ok, key=lambda r: r.accuracy_mean) if ok else None
+
+
+# ------------------------------------------------------------------------------------------
+# Method names
+
+
+def weights_label(weights: str | None) -> str:
+    """Short name of a ``--weights`` value for method names: the name, ``none``, or a file stem."""
+    from fertool.weights import NONE_NAMES, PRETRAINED
+
+    if weights is None or str(weights).lower() in NONE_NAMES:
+        return "none"
+    if weights in PRETRAINED:
+        return str(weights)
+    return Path(str(weights)).stem or "file"
+
+
+def _split_method(item: str) -> tuple[str, str | None]:
+    """``SOURCE``, ``SOURCE/HEAD`` or ``SOURCE-HEAD`` -> (source, head or None)."""
+    from fertool.classify import head_names
+
+    if "/" in item:
+        source, head = item.split("/", 1)
+        return source, head
+    if item in SOURCES:
+        return item, None
+    for source in sorted(SOURCES, key=len, reverse=True):
+        if item.startswith(source + "-") and item[len(source) + 1:] in head_names():
+            return source, item[len(source) + 1:]
+    return item, None
+
+
+def plan_methods(
+    methods: tuple[str, ...] | list[str],
+    heads: tuple[str, ...] | list[str] = DEFAULT_HEADS,
+    weights: str | None = "casia-webface",
+    descriptor_head: str = "svm-rbf",
+) -> list[MethodPlan]:
+    """Expand method names into rows (source, head, report name), without duplicates.
+
+    Raises
+    ------
+    UnknownMethodError
+        For an unknown source; :class:`fertool.classify.UnknownHeadError` for an unknown head.
+    """
+    from fertool.classify import make_head
+
+    w = weights_label(weights)
+    plans: list[MethodPlan] = []
+    for head in (*heads, descriptor_head):
+        make_head(head)  # fail early, with the list of known heads
+    for item in methods:
+        item = item.strip()
+        if not item:
+            continue
+        source, head = _split_method(item)
+        if source not in SOURCES:
+            raise UnknownMethodError(
+                f"unknown method {item!r}; known: {', '.join(SOURCES)}, optionally with a head "
+                f"as SOURCE/HEAD (for example facenet/logreg, lpq/svm-linear)"
+            )
+        if head is not None:
+            make_head(head)
+        if source in DESCRIPTOR_SOURCES:
+            chosen = [head or descriptor_head]
+            names = [source if head is None else f"{source}/{h}" for h in chosen]
+        else:
+            chosen = [head] if head else list(heads)
+            suffix = "-pool" if source == "facenet-pool" else ""
+            names = [f"facenet-{w}{suffix}/{h}" for h in chosen]
+        for name, h in zip(names, chosen):
+            if all(p.name != name for p in plans):
+                plans.append(MethodPlan(name, source, h))
+    if not plans:
+        raise UnknownMethodError("no methods given; for example --methods lpq,phog,facenet")
+    return plans
+
+
+# ------------------------------------------------------------------------------------------
+# Features
+
+
+def _feature_map(X: np.ndarray, kind: str) -> np.ndarray:
+    return np.sqrt(np.maximum(X, 0.0)) if kind == "sqrt" else X
+
+
+def _descriptor_transformers(settings: DescriptorSettings) -> dict:
+    from fertool.descriptors import LPQTransformer, PHOGTransformer
+
+    s = settings
+    return {
+        "lpq": LPQTransformer(size=s.lpq_size, grid=s.lpq_grid, window=s.lpq_window),
+        "phog": PHOGTransformer(size=s.phog_size, bins=s.phog_bins, levels=s.phog_levels,
+                                angle=s.phog_angle),
+    }
+
+
+def check_descriptors(settings: DescriptorSettings) -> None:
+    """Raise ValueError now, before the face stage, when a descriptor setting cannot work."""
+    blank = np.zeros((1, 16, 16), np.uint8)
+    for name, transformer in _descriptor_transformers(settings).items():
+        try:
+            transformer.transform(blank)
+        except ValueError as exc:
+            raise ValueError(f"{name} settings: {exc}") from None
+
+
+def descriptor_features(
+    crops: np.ndarray, sources: set[str], settings: DescriptorSettings, progress: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """LPQ / PHOG features of every crop (computed once, in chunks, with a progress bar).
+
+    Returns the features of each requested source (``lpq+phog`` is the two concatenated) and the
+    seconds each descriptor took.
+    """
+    from tqdm import tqdm
+
+    s = settings
+    needed = {d for d in ("lpq", "phog") if d in sources or "lpq+phog" in sources}
+    transformers = _descriptor_transformers(settings)
+    feats: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    for name in ("lpq", "phog"):
+        if name not in needed:
+            continue
+        t0 = time.perf_counter()
+        parts = []
+        with tqdm(total=len(crops), desc=name, unit="face", file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(crops), _CHUNK):
+                chunk = crops[start:start + _CHUNK]
+                parts.append(transformers[name].transform(chunk).astype(np.float32))
+                bar.update(len(chunk))
+        X = np.concatenate(parts) if parts else np.zeros((0, transformers[name]._n_features_out))
+        feats[name] = _feature_map(X, s.feature_map)
+        seconds[name] = time.perf_counter() - t0
+        log.info("%s: %s features in %.1f s", name, feats[name].shape, seconds[name])
+    if "lpq+phog" in sources:
+        feats["lpq+phog"] = np.hstack([feats["lpq"], feats["phog"]])
+    return {k: v for k, v in feats.items() if k in sources}, seconds
+
+
+def facenet_features(
+    crops: np.ndarray,
+    layers: list[str],
+    weights: str | None,
+    *,
+    device: str | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+):
+    """FaceNet features of every crop for each layer (``embedding``, ``pool``).
+
+    Returns ``(features by layer, WeightsInfo or None, seconds)``.
+
+    Raises
+    ------
+    WeightsUnavailableError, WeightsFormatError
+        From :func:`fertool.models.create_model`.
+    """
+    from fertool.embed import embed_crops
+    from fertool.models import create_model
+
+    t0 = time.perf_counter()
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, info = create_model(weights, device=device)
+    out = {
+        layer: embed_crops(model, crops, layer=layer, batch_size=batch_size, progress=progress)
+        for layer in layers
+    }
+    return out, info, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _inner_groups(protocol: str, groups: np.ndarray) -> np.ndarray | None:
+    """Groups for the inner CV, grouped like the outer protocol (none for the paper's split)."""
+    if protocol == "paper" or len(set(groups.tolist())) == len(groups):
+        return None
+    return groups
+
+
+def _summarise(name: str, folds: list[dict], evals: list, details: dict, seconds: float) -> MethodResult:
+    from fertool.metrics import summarise
+
+    s = summarise(evals)
+    return MethodResult(
+        method=name,
+        accuracy_mean=s["accuracy_mean"],
+        accuracy_std=s["accuracy_std"],
+        macro_f1=s["macro_f1_mean"],
+        macro_f1_std=s["macro_f1_std"],
+        per_class_recall={k: v for k, v in s["per_class_recall_mean"].items() if v is not None},
+        n_folds=s["n_runs"],
+        seconds=round(seconds, 2),
+        details={**details, "confusion_sum": s["confusion_sum"], "labels": s["labels"],
+                 "n_test_total": s["n_total"]},
+        folds=folds,
+    )
+
+
+def evaluate_plan(
+    plan: MethodPlan,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    parts: list[tuple[Any, np.ndarray, np.ndarray]],
+    *,
+    cv: int = 3,
+    bar=None,
+) -> MethodResult:
+    """Fit ``plan.head`` on each training part (inner CV inside it) and score its test part.
+
+    ``parts`` holds ``(split, train_rows, test_rows)`` with rows into ``X``; ``groups`` (rows of
+    ``X``) makes the inner CV grouped. The test rows never reach :func:`fit_head`.
+    """
+    from fertool.classify import fit_head
+    from fertool.metrics import evaluate
+
+    t0 = time.perf_counter()
+    folds, evals = [], []
+    for split, tr, te in parts:
+        fitted = fit_head(plan.head, X[tr], y[tr], None if groups is None else groups[tr],
+                          cv=cv, seed=split.seed)
+        res = evaluate(y[te], fitted.predict(X[te]), LABELS)
+        evals.append(res)
+        folds.append({
+            "split": split.name, "hash": split.hash, "n_train": len(tr), "n_test": res.n,
+            "accuracy": res.accuracy, "macro_f1": res.macro_f1,
+            "best_params": {k: v for k, v in fitted.best_params_.items()},
+            "inner_cv_accuracy": fitted.cv_score_,
+        })
+        if bar is not None:
+            bar.update(1)
+    details = {"source": plan.source, "head": plan.head, "features": int(X.shape[1]),
+               "inner_cv": {"folds": cv, "grouped": groups is not None}}
+    return _summarise(plan.name, folds, evals, details, time.perf_counter() - t0)
+
+
+def _unavailable(name: str, reason: str, status: str = "unavailable", **details) -> MethodResult:
+    # one line: the reason goes into a Markdown table cell
+    return MethodResult(method=name, status=status, reason=" ".join(str(reason).split()),
+                        details=dict(details))
+
+
+# ------------------------------------------------------------------------------------------
+# Fine-tuned runs
+
+
+@dataclass
+class _RunInfo:
+    run_dir: Path
+    method: str
+    split_hash: str
+    protocol: str
+    report: dict
+
+
+def _read_run(run_dir: Path) -> _RunInfo:
+    report_path = run_dir / "report.json"
+    if not report_path.is_file():
+        raise FertoolError(f"{run_dir} has no report.json (not a finished `fertool finetune` run)")
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        method = report["results"][0]["method"]
+        split_hash = report["split_hash"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise FertoolError(f"{report_path} is not a fertool report ({exc})") from None
+    return _RunInfo(run_dir, str(method), str(split_hash), str(report.get("protocol", "?")), report)
+
+
+def _finetuned_predictions(run_dir: Path, crops: np.ndarray, device: str | None) -> tuple[np.ndarray, dict]:
+    """Predicted label ids of ``crops`` by the run's ``best.pt``, and what was loaded."""
+    import torch
+
+    from fertool.checkpoint import from_json, load_checkpoint
+    from fertool.models import FerNet
+    from fertool.preprocessing import Preprocessing
+    from fertool.train import predict_proba
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    pre = Preprocessing.from_json(ckpt["preprocessing"])
+    if tuple(pre.labels) != tuple(LABELS):
+        raise FertoolError(f"{run_dir}: the model's labels {list(pre.labels)} are not fertool's 7")
+    if crops.shape[1] != pre.size:
+        raise FertoolError(
+            f"{run_dir}: the model expects {pre.size}px crops, this comparison has {crops.shape[1]}px"
+        )
+    config = from_json(ckpt["config"]) if "config" in ckpt else {}
+    model = FerNet(len(pre.labels), pre)
+    model.load_state_dict(ckpt["model"])
+    model.to(device)
+    tta = bool(config.get("tta_flip", False))
+    proba = predict_proba(model, pre.to_tensor(crops), tta_flip=tta, device=device)
+    info = {"checkpoint": str(run_dir / "best.pt"), "epoch": int(ckpt.get("epoch", -1)),
+            "tta_flip": tta, "face": pre.face}
+    return proba.argmax(1), info
+
+
+def finetuned_results(
+    run_dirs: list[str | Path],
+    split_parts: dict[str, tuple[Any, np.ndarray, np.ndarray]],
+    y: np.ndarray,
+    crops: np.ndarray,
+    face_config: dict,
+    *,
+    device: str | None = None,
+    bar=None,
+) -> list[MethodResult]:
+    """Evaluate fine-tuned run folders on the test part of their own split.
+
+    ``split_parts`` maps a split hash to ``(split, train_rows, test_rows)``. A run whose split is
+    among them is re-evaluated from its ``best.pt`` on this comparison's crops (runs of one
+    method on several folds of the protocol are combined into one row); any other run is listed
+    as not comparable. A run that cannot be re-evaluated (no ``best.pt``) is listed as failed,
+    with the accuracy its own report.json gives for reference.
+    """
+    from fertool.metrics import evaluate
+
+    rows: dict[str, dict] = {}
+    out: list[MethodResult] = []
+    for run_dir in map(Path, run_dirs):
+        if bar is not None:
+            bar.update(1)
+        try:
+            run = _read_run(run_dir)
+        except FertoolError as exc:
+            out.append(_unavailable(f"finetuned:{run_dir.name}", str(exc), status="failed",
+                                    run_dir=str(run_dir)))
+            continue
+        if run.split_hash not in split_parts:
+            known = ", ".join(f"{p[0].name}={h}" for h, p in split_parts.items())
+            out.append(_unavailable(
+                run.method,
+                f"not comparable: {run_dir} was trained and tested on split {run.split_hash} "
+                f"({run.protocol} protocol), which is not one of this comparison's splits ({known})",
+                run_dir=str(run_dir), split_hash=run.split_hash,
+            ))
+            continue
+        reported = run.report["results"][0]
+        split, _, te = split_parts[run.split_hash]
+        t0 = time.perf_counter()
+        try:
+            pred, info = _finetuned_predictions(run_dir, crops[te], device)
+        except FertoolError as exc:
+            out.append(_unavailable(
+                run.method, f"cannot re-evaluate on this comparison's crops: {exc}", status="failed",
+                run_dir=str(run_dir), reported_accuracy=reported.get("accuracy_mean"),
+            ))
+            continue
+        res = evaluate(y[te], pred, LABELS)
+        if info["face"] and info["face"] != face_config:
+            info["note"] = "the run was trained on crops made with other face settings"
+        key = run.method
+        if key in rows and run.split_hash in rows[key]["hashes"]:
+            key = f"{run.method}@{run_dir.name}"
+        row = rows.setdefault(key, {"hashes": set(), "folds": [], "evals": [], "runs": [],
+                                    "seconds": 0.0})
+        row["seconds"] += time.perf_counter() - t0
+        row["hashes"].add(run.split_hash)
+        row["evals"].append(res)
+        row["runs"].append(str(run_dir))
+        row["folds"].append({
+            "split": split.name, "hash": split.hash, "n_test": res.n, "accuracy": res.accuracy,
+            "macro_f1": res.macro_f1, "run_dir": str(run_dir),
+            "reported_accuracy": reported.get("accuracy_mean"), **info,
+        })
+    results = []
+    n_splits = len(split_parts)
+    for key, row in rows.items():
+        details = {"source": "finetuned", "runs": row["runs"],
+                   "covers": f"{len(row['folds'])} of {n_splits} test parts"}
+        results.append(_summarise(key, row["folds"], row["evals"], details, row["seconds"]))
+    return results + out
+
+
+# ------------------------------------------------------------------------------------------
+# The whole comparison
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    from fertool.io import check_writable
+
+    for name in ("report.md", "report.json"):
+        check_writable(out / name, force)
+
+
+def _prepare_faces(manifest, face_cfg, cache_dir, progress):
+    from fertool.faces import face_crops
+
+    crops, records = face_crops([str(p) for p in manifest.paths], face_cfg, cache_dir=cache_dir,
+                                progress=progress)
+    has_crop = np.array([r.crop is not None for r in records], dtype=bool)
+    row_of = np.full(len(manifest), -1, dtype=np.int64)
+    row_of[has_crop] = np.arange(int(has_crop.sum()))
+    stats = {
+        "images": len(records),
+        "detected": sum(r.status == "ok" for r in records),
+        "fallback_centre_crop": sum(r.status == "fallback" for r in records),
+        "skipped": [(r.path, r.message or r.status) for r in records if r.crop is None],
+    }
+    return crops, row_of, stats
+
+
+def _all_features(cfg: CompareConfig, plans, crops, progress, timings) -> tuple[dict, Any, str | None]:
+    """Every feature source the plans need, once for all crops; the weights used (or why not)."""
+    from fertool.errors import WeightsFormatError, WeightsUnavailableError
+
+    sources = {p.source for p in plans}
+    features, seconds = descriptor_features(crops, sources & set(DESCRIPTOR_SOURCES),
+                                            cfg.descriptors, progress)
+    timings.update({f"{k} features": v for k, v in seconds.items()})
+    layers = [FACENET_LAYERS[s] for s in FACENET_LAYERS if s in sources]
+    if not layers:
+        return features, "not used", None
+    try:
+        by_layer, info, secs = facenet_features(crops, layers, cfg.weights, device=cfg.device,
+                                                batch_size=cfg.batch_size, progress=progress)
+    except (WeightsUnavailableError, WeightsFormatError) as exc:
+        log.warning("FaceNet methods not run: %s", exc)
+        return features, {"name": str(cfg.weights), "error": str(exc)}, f"weights unavailable: {exc}"
+    timings["facenet features"] = secs
+    features.update({src: by_layer[layer] for src, layer in FACENET_LAYERS.items() if layer in by_layer})
+    if info is None:
+        return features, {"name": "none", "note": "random initialisation"}, None
+    return features, {"name": info.name, "sha256": info.sha256, "source": info.source}, None
+
+
+def _fit_all(cfg, plans, features, missing_reason, y, inner_groups, parts, crops, face_config,
+             progress) -> list[MethodResult]:
+    """One result per plan (or the reason it could not run), then the fine-tuned runs."""
+    from tqdm import tqdm
+
+    results: list[MethodResult] = []
+    n_fits = sum(len(parts) for p in plans if p.source in features) + len(cfg.finetuned)
+    with tqdm(total=n_fits, desc="fit + test", unit="fit", file=sys.stderr,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for plan in plans:
+            if plan.source not in features:
+                results.append(_unavailable(plan.name, missing_reason or "features not computed",
+                                            source=plan.source, head=plan.head))
+                continue
+            bar.set_postfix_str(plan.name)
+            try:
+                results.append(evaluate_plan(plan, features[plan.source], y, inner_groups, parts,
+                                             cv=cfg.cv, bar=bar))
+            except (FertoolError, ValueError) as exc:
+                log.warning("%s failed: %s", plan.name, exc)
+                results.append(_unavailable(plan.name, str(exc), status="failed",
+                                            source=plan.source, head=plan.head))
+        if cfg.finetuned:
+            by_hash = {part[0].hash: part for part in parts}
+            results += finetuned_results(list(cfg.finetuned), by_hash, y, crops, face_config,
+                                         device=cfg.device, bar=bar)
+    return results
+
+
+def _confusion_figures(results: list[MethodResult], out: Path, protocol: str) -> dict[str, str]:
+    from fertool.io import save_figure
+    from fertool.metrics import plot_confusion
+
+    figures: dict[str, str] = {}
+    for r in results:
+        if r.status != "ok":
+            continue
+        fname = f"confusion_{_slug(r.method)}.png"
+        title = f"{r.method}: {protocol}, summed over {r.n_folds} test part(s)"
+        save_figure(plot_confusion(np.array(r.details["confusion_sum"]), LABELS, title), out / fname)
+        figures[f"{r.method} (summed over {r.n_folds} test parts)"] = fname
+    return figures
+
+
+def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutcome:
+    """Run a comparison and write its report folder (see the module docstring).
+
+    Raises
+    ------
+    FertoolError
+        Before any work, when the report files exist and ``cfg.force`` is false, or the dataset,
+        a method, a head or a descriptor setting is unusable.
+    """
+    from fertool.data import discover, make_splits, splits_hash
+    from fertool.env import versions
+    from fertool.faces import FaceConfig
+    from fertool.report import command_line, write_report
+
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    _check_out(out, cfg.force)
+    plans = plan_methods(cfg.methods, cfg.heads, cfg.weights, cfg.descriptor_head)
+    if any(p.source in DESCRIPTOR_SOURCES for p in plans):
+        try:
+            check_descriptors(cfg.descriptors)
+        except ValueError as exc:
+            raise FertoolError(str(exc)) from None
+    seeds = cfg.resolved_seeds()
+    manifest = discover(cfg.data, group=cfg.group)
+    splits = make_splits(manifest, cfg.protocol, seeds=seeds, n_folds=cfg.n_folds)
+    split_hash = splits_hash(splits)
+    face_cfg = FaceConfig.from_dict(cfg.face) if cfg.face else FaceConfig()
+
+    timings: dict[str, float] = {}
+    crops, row_of, face_stats = _prepare_faces(manifest, face_cfg, cfg.cache_dir, progress)
+    timings["faces"] = time.perf_counter() - t_start
+    y = manifest.y[row_of >= 0]
+    inner_groups = _inner_groups(cfg.protocol, manifest.groups[row_of >= 0])
+    parts = []  # (split, train rows, test rows), rows into `crops`
+    for split in splits:
+        tr, te = row_of[split.train], row_of[split.test]
+        parts.append((split, tr[tr >= 0], te[te >= 0]))
+
+    features, weights_meta, missing = _all_features(cfg, plans, crops, progress, timings)
+    results = _fit_all(cfg, plans, features, missing, y, inner_groups, parts, crops,
+                       face_cfg.to_dict(), progress)
+    timings["fit + test"] = sum(r.seconds or 0.0 for r in results)
+    figures = _confusion_figures(results, out, cfg.protocol)
+
+    counts = np.bincount(y, minlength=len(LABELS))
+    timings["total"] = time.perf_counter() - t_start
+    meta = {
+        "data": str(cfg.data),
+        "seeds": list(seeds),
+        "n_splits": len(splits),
+        "splits": [{"name": s.name, "hash": s.hash, "n_train": len(tr), "n_test": len(te)}
+                   for s, tr, te in parts],
+        "weights": weights_meta,
+        "faces": {"images": face_stats["images"], "detected": face_stats["detected"],
+                  "fallback_centre_crop": face_stats["fallback_centre_crop"],
+                  "skipped": len(face_stats["skipped"])},
+        "face_fallbacks": face_stats["fallback_centre_crop"],
+        "face_config": face_cfg.to_dict(),
+        "descriptors": cfg.descriptors.to_dict(),
+        "descriptor_head": cfg.descriptor_head,
+        "heads": list(cfg.heads),
+        "inner_cv": {"folds": cfg.cv, "grouped": inner_groups is not None,
+                     "scoring": "accuracy", "on": "training part of each split only"},
+        "chance_largest_class": round(float(counts.max() / max(1, counts.sum())), 4),
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "command": command_line(),
+        "versions": versions(),
+    }
+    if face_stats["skipped"]:
+        meta["skipped_images"] = face_stats["skipped"]
+    md, js = write_report(
+        out, title=f"Baselines on {Path(cfg.data).name}: {cfg.protocol} protocol",
+        protocol=cfg.protocol, split_hash=split_hash, results=results, meta=meta,
+        notes=_notes(cfg, seeds, splits, results, face_stats, meta["chance_largest_class"]),
+        images=figures,
+    )
+    n_ok = sum(r.status == "ok" for r in results)
+    log.info("comparison done: %d of %d methods ran, %.1f s", n_ok, len(results), timings["total"])
+    return CompareOutcome(out, md, js, results, split_hash, len(crops),
+                          face_stats["fallback_centre_crop"], timings["total"], figures)
+
+
+def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
+    what = {
+        "paper": f"stratified 50/50 split, repeated over seeds {', '.join(map(str, seeds))}",
+        "movie": f"{len(splits)} folds with no movie on both sides (seed {', '.join(map(str, seeds))})",
+        "kfold": f"stratified {len(splits) // max(1, len(seeds))}-fold, seeds "
+                 f"{', '.join(map(str, seeds))}",
+    }[cfg.protocol]
+    n_crops = face_stats["images"] - len(face_stats["skipped"])
+    grouped = " grouped by movie" if cfg.protocol != "paper" else ""
+    notes = [
+        (f"Protocol `{cfg.protocol}`: {what}. Accuracy is the mean over the {len(splits)} test "
+         "parts +- their sample standard deviation; macro-F1 and per-class recall (`rec.`) are "
+         "means too."),
+        (f"Every method sees the same {n_crops} aligned face crops "
+         f"({face_stats['fallback_centre_crop']} images without a detected face use a centre "
+         "crop) and the same splits. Features are computed once per face; scaler, PCA, classifier "
+         "and hyperparameters are fitted on the training part of each split only, the "
+         f"hyperparameters by {cfg.cv}-fold cross-validation inside it{grouped}."),
+        f"Chance (largest class): {100 * chance:.1f}%.",
+    ]
+    if face_stats["skipped"]:
+        notes.append(f"{len(face_stats['skipped'])} images had no usable crop and are left out of "
+                     "every method's training and test parts (listed in report.json).")
+    ok = {r.method: r for r in results if r.status == "ok"}
+    for r in results:
+        if r.details.get("source") == "finetuned" and r.status == "ok" and r.n_folds < len(splits):
+            fold_names = {f["split"] for f in r.folds}
+            same = []
+            for other in ok.values():
+                if other.details.get("source") == "finetuned":
+                    continue
+                accs = [f["accuracy"] for f in other.folds if f["split"] in fold_names]
+                if accs:
+                    same.append(f"{other.method} {100 * np.mean(accs):.1f}%")
+            notes.append(
+                f"`{r.method}` covers {r.n_folds} of {len(splits)} test parts "
+                f"({', '.join(sorted(fold_names))}); on the same part(s): " + "; ".join(same) + "."
+            )
+    return notes
+
+
+__all__ = [
+    "DEFAULT_HEADS", "DEFAULT_METHODS", "DEFAULT_SEEDS", "CompareConfig", "CompareOutcome",
+    "DescriptorSettings", "MethodPlan", "UnknownMethodError", "descriptor_features",
+    "evaluate_plan", "facenet_features", "finetuned_results", "plan_methods", "run_comparison",
+    "weights_label",
+]
