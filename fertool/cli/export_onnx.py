@@ -1,0 +1,142 @@
+"""`fertool export-onnx`: a fine-tuning run (or FaceNet + an sklearn head) as an ONNX model."""
+
+from __future__ import annotations
+
+import click
+
+from fertool.cli._options import force_option
+
+
+@click.command("export-onnx")
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=str))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Model file (default: exports/<run folder name>.onnx). The JSON sidecar goes "
+    "next to it (NAME.json); with --int8 also NAME.int8.onnx and NAME.int8.json.",
+)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="Also write a static int8 model (QDQ, per-channel weights) calibrated on "
+    "training crops, and report its accuracy against float32 on the test part.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, file_okay=False, path_type=str),
+    default=None,
+    help="Folder of images to take calibration and parity faces from "
+    "(default: the run's own dataset and split).",
+)
+@click.option(
+    "--head",
+    "head",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="An sklearn head (FILE.joblib saved by fertool, with its .json checksum "
+    "sidecar) to join to the FaceNet embedding in one graph.",
+)
+@click.option(
+    "--weights",
+    default=None,
+    help="With --head and no RUN_DIR: the FaceNet weights the head was trained on "
+    "(default: those its sidecar names).",
+)
+@click.option(
+    "--opset",
+    type=click.IntRange(13, 21),
+    default=17,
+    show_default=True,
+    help="ONNX opset of the graph.",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="Largest max-abs difference of float32 probabilities against torch.",
+)
+@click.option(
+    "--exporter",
+    type=click.Choice(["auto", "torchscript", "dynamo"]),
+    default="auto",
+    show_default=True,
+    help="torch's ONNX exporter (auto: torchscript while torch has it).",
+)
+@force_option
+def command(run_dir, out, int8, calibration, head, weights, opset, tolerance, exporter, force):
+    """Export RUN_DIR's best model to ONNX, check it, and write its metadata sidecar.
+
+    The graph takes standardised (N, 3, 160, 160) float32 crops (dynamic batch) and returns
+    probabilities, logits and the embedding; class names, preprocessing, alignment settings,
+    source run, weights and versions travel in the model's metadata and in NAME.json. The export
+    is checked with onnx.checker and against torch on real aligned faces; it is refused when the
+    probabilities differ by more than --tolerance.
+
+    \b
+      fertool export-onnx runs/movie0 --int8
+      fertool export-onnx --head baselines/sfew/facenet-svm-rbf.joblib --calibration faces/
+    """
+    from pathlib import Path
+
+    if head is not None:
+        from fertool.onnxhead import export_head
+
+        res = export_head(
+            head,
+            out,
+            run_dir=run_dir,
+            weights=weights,
+            calibration=calibration,
+            opset=opset,
+            exporter=exporter,
+            force=force,
+            int8=int8,
+        )
+    else:
+        if run_dir is None:
+            raise click.UsageError("give RUN_DIR (a fertool finetune run folder), or --head FILE")
+        from fertool.export import export_run
+
+        res = export_run(
+            run_dir,
+            out,
+            int8=int8,
+            calibration=calibration,
+            opset=opset,
+            exporter=exporter,
+            tolerance=tolerance,
+            force=force,
+        )
+    f = res.float32
+    p = res.parity
+    click.echo(f"wrote {f.path} ({_mib(f.bytes)}, sha256 {f.sha256[:16]}) and {f.sidecar.name}")
+    click.echo(
+        f"onnx.checker passed; parity with torch over {p.n} faces ({res.faces_source}): "
+        f"max |dp| = {p.probabilities:.2e} (tolerance {p.tolerance:.0e}), "
+        f"same class {100 * p.argmax_agreement:.1f}%"
+    )
+    if res.int8 is not None:
+        c = res.int8.checks["int8_vs_float32"]
+        click.echo(
+            f"wrote {res.int8.path} ({_mib(res.int8.bytes)}, "
+            f"{f.bytes / max(res.int8.bytes, 1):.1f}x smaller) and {res.int8.sidecar.name}"
+        )
+        line = (
+            f"int8 vs float32 on {c['n']} test faces: same class {100 * c['agreement']:.1f}%, "
+            f"max |dp| = {c['max_abs_diff']:.3f}"
+        )
+        if c.get("float32_accuracy") is not None:
+            line += (
+                f"; accuracy float32 {100 * c['float32_accuracy']:.1f}% -> int8 "
+                f"{100 * c['int8_accuracy']:.1f}% ({100 * c['accuracy_delta']:+.1f} points)"
+            )
+        click.echo(line)
+    click.echo(
+        f"done in {res.seconds:.0f} s; serve it with: fertool predict FOLDER --model {Path(f.path)}"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"

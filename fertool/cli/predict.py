@@ -1,0 +1,176 @@
+"""`fertool predict`: an exported model over files and folders, one row per image or face."""
+
+from __future__ import annotations
+
+import click
+
+from fertool.cli._options import force_option
+
+SHOWN_ERRORS = 5
+
+
+@click.command("predict")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="An .onnx file written by fertool export-onnx.",
+)
+@click.option(
+    "--out",
+    default="predictions.csv",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Output file, .csv or .jsonl (written as OUT.partial until complete).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl"]),
+    default=None,
+    help="Output format (default: from the --out file name).",
+)
+@click.option("--all-faces", is_flag=True, help="One row per detected face instead of per image.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Face crops per model call (memory depends on this, not on the folder size).",
+)
+@click.option(
+    "--providers",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="onnxruntime providers: CUDA when available (auto), or forced.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="onnxruntime threads (default: the physical cores).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run: keep the rows OUT(.partial) holds, do the rest.",
+)
+@click.option(
+    "--face-policy",
+    type=click.Choice(["largest", "most-confident", "center"]),
+    default=None,
+    help="Which face when there are several (default: the model's).",
+)
+@click.option(
+    "--no-face",
+    type=click.Choice(["center", "skip"]),
+    default=None,
+    help="Without a face: classify the centre crop or skip (default: the model's).",
+)
+@click.option(
+    "--detect-scale",
+    type=click.FloatRange(0.1, 1.0),
+    default=None,
+    help="Detect faces on a copy downscaled by this factor (default: the model's).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Face-crop cache (default: $FERTOOL_CACHE or ~/.cache/fertool).",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the face-crop cache.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@force_option
+def command(
+    paths,
+    model_path,
+    out,
+    fmt,
+    all_faces,
+    batch_size,
+    providers,
+    threads,
+    resume,
+    face_policy,
+    no_face,
+    detect_scale,
+    cache_dir,
+    no_cache,
+    quiet,
+    force,
+):
+    """Predict the expression of every image in PATHS (files, or folders searched recursively).
+
+    Each image goes through the face stage with the model's own settings (detection, choice of
+    face, alignment), then through the model. Rows are written in order, as they are done:
+    path, face index, box, label, score, one probability per class, status (ok, fallback,
+    no_face, error) and a message. Unreadable files are listed with their reason.
+
+    \b
+      fertool predict photos/ --model exports/movie0.int8.onnx --out photos.csv
+      fertool predict frames/ --model exports/movie0.onnx --all-faces --out faces.jsonl --resume
+    """
+    import dataclasses
+
+    from fertool.predict import predict_paths
+    from fertool.runtime import load
+
+    if resume and force:
+        raise click.UsageError("--resume and --force contradict each other; choose one")
+    model = load(model_path, providers=providers, threads=threads)
+    face = model.face_config
+    changes = {
+        k: v
+        for k, v in (("policy", face_policy), ("no_face", no_face), ("detect_scale", detect_scale))
+        if v is not None
+    }
+    if changes:
+        face = dataclasses.replace(face, **changes)
+    try:
+        s = predict_paths(
+            list(paths),
+            model,
+            out,
+            fmt=fmt,
+            all_faces=all_faces,
+            batch_size=batch_size,
+            resume=resume,
+            force=force,
+            face=face,
+            use_cache=not no_cache,
+            cache_dir=cache_dir,
+            progress=not quiet,
+        )
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nInterrupted; the rows done so far are in {out}.partial. "
+            "Run the same command with --resume to finish.",
+            err=True,
+        )
+        raise SystemExit(130) from None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.status.items())) or "nothing new"
+    click.echo(
+        f"wrote {s.out}: {s.images} images in {s.seconds:.1f} s "
+        f"({s.images_per_s:.1f} images/s; {s.rows} rows: {counts}; providers "
+        f"{', '.join(p.replace('ExecutionProvider', '') for p in model.providers)})"
+    )
+    if s.resumed:
+        click.echo(f"resumed: {s.resumed} images were already done")
+    if s.non_images:
+        click.echo(f"skipped {s.non_images} files that are not images (by extension)")
+    for folder, why in s.unreadable_folders:
+        click.echo(f"cannot read folder {folder}: {why}", err=True)
+    if s.n_errors:
+        click.echo(
+            f"{s.n_errors} files could not be read (status 'error' in the output):", err=True
+        )
+        for path, message in s.errors[:SHOWN_ERRORS]:
+            click.echo(
+                f"  {message}" if message.startswith(path) else f"  {path}: {message}", err=True
+            )
+        if s.n_errors > SHOWN_ERRORS:
+            click.echo(f"  ... and {s.n_errors - SHOWN_ERRORS} more", err=True)

@@ -1,0 +1,478 @@
+"""Folder inference: files and folders in, one CSV or JSONL row per image (or per face) out.
+
+Streaming with bounded memory: folders are walked one directory at a time (names only, sorted,
+never a list of decoded images); images are decoded one at a time by the face stage; crops go
+through the model in batches; rows are appended to the output as soon as a batch is done. Memory
+therefore depends on the batch size, not on the number of files.
+
+The output is ordered (the walk order: arguments in the order given, each folder's entries sorted
+by name, depth first) and complete: every image file gets a row, with a status column:
+
+``ok``        a face was found and classified
+``fallback``  no face was found; the centre of the image was classified (see ``--no-face``)
+``no_face``   no face was found and ``--no-face skip``: no prediction
+``error``     the file could not be read; ``message`` says why
+
+Atomicity and resume: rows go to ``OUT.partial`` while the run lasts, and ``OUT.partial`` is
+renamed to ``OUT`` when every file is done, so ``OUT`` only ever holds a complete result. After an
+interruption (Ctrl-C, a kill, a crash), ``resume=True`` keeps the complete rows of the partial
+file (the last image's rows are redone, in case they were cut), skips the images it holds and
+appends the rest; the result has every image exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fertool.errors import FertoolError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fertool.faces import FaceConfig, FaceRecord
+    from fertool.runtime import FacePrediction, Predictor
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "jsonl")
+#: Errors listed one by one in the summary (all of them are in the output's status column).
+MAX_LISTED_ERRORS = 200
+
+
+# --------------------------------------------------------------------------------------------
+# Walking the inputs
+
+
+@dataclass
+class WalkStats:
+    """What the walk saw besides the images it yielded."""
+
+    non_images: int = 0
+    unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
+
+
+def iter_image_paths(
+    inputs: Iterable[str | os.PathLike], stats: WalkStats | None = None
+) -> Iterator[str]:
+    """Image files under ``inputs``, in a stable order, without building a list of them all.
+
+    A folder is walked recursively (entries sorted by name, depth first, symbolic links to
+    folders not followed); files in it are yielded when their extension is an image extension
+    (:func:`fertool.io.is_image_path`), dangling links with such names included (they will get
+    an ``error`` row). A path given explicitly is yielded whatever its extension, and whether or
+    not it exists, so that it gets a row that says what is wrong with it.
+
+    Parameters
+    ----------
+    inputs : iterable of paths
+    stats : WalkStats, optional
+        Filled with the number of non-image files skipped and folders that could not be read.
+    """
+    from fertool.io import is_image_path
+
+    stats = stats if stats is not None else WalkStats()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            yield from _walk(p, stats, is_image_path)
+        else:
+            yield str(p)
+
+
+def _walk(folder: Path, stats: WalkStats, is_image) -> Iterator[str]:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(
+                ((e.name, e.is_dir(follow_symlinks=False)) for e in it), key=lambda t: t[0]
+            )
+    except OSError as exc:
+        stats.unreadable_folders.append((str(folder), exc.strerror or str(exc)))
+        log.warning("cannot read folder %s (%s)", folder, exc.strerror or exc)
+        return
+    for name, is_dir in entries:
+        path = folder / name
+        if is_dir:
+            yield from _walk(path, stats, is_image)
+        elif is_image(name):
+            yield str(path)
+        else:
+            stats.non_images += 1
+
+
+def count_image_paths(inputs: Iterable[str | os.PathLike]) -> int:
+    """How many paths :func:`iter_image_paths` yields (a walk that stores nothing)."""
+    return sum(1 for _ in iter_image_paths(inputs))
+
+
+# --------------------------------------------------------------------------------------------
+# Rows and output formats
+
+
+def columns(labels: Sequence[str], fmt: str) -> list[str]:
+    """Output columns: path, face, box, label, score, one probability per class, status."""
+    box = ["x1", "y1", "x2", "y2"] if fmt == "csv" else ["box"]
+    return [
+        "path",
+        "face_index",
+        "n_faces",
+        *box,
+        "face_score",
+        "label",
+        "score",
+        *(f"p_{name}" for name in labels),
+        "status",
+        "message",
+    ]
+
+
+def _num(v: float | None, digits: int = 7) -> float | None:
+    return None if v is None else float(f"{float(v):.{digits}g}")
+
+
+def prediction_row(pred: FacePrediction, labels: Sequence[str], fmt: str) -> dict[str, Any]:
+    """One output row (a dict in :func:`columns` order) for one prediction."""
+    d = pred.to_dict(labels)
+    for k in list(d):
+        if k.startswith("p_") or k == "score":
+            d[k] = _num(d[k])
+    if fmt == "csv":
+        box = d.pop("box") or [None] * 4
+        d.update(zip(("x1", "y1", "x2", "y2"), box))
+    return {c: d[c] for c in columns(labels, fmt)}
+
+
+def format_rows(rows: Sequence[dict[str, Any]], fmt: str, header: bool = False) -> str:
+    """Rows as CSV or JSONL text (complete lines)."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    buf = io.StringIO()
+    cols = list(rows[0]) if rows else []
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in r.values()])
+    return buf.getvalue()
+
+
+def output_format(out: str | os.PathLike, fmt: str | None = None) -> str:
+    """``csv`` or ``jsonl``: given, or from the file name (``.csv``, ``.jsonl``/``.ndjson``)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise FertoolError(f"--format {fmt}: expected csv or jsonl")
+        return fmt
+    suffix = Path(out).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise FertoolError(
+        f"--out {out}: cannot tell the format from the name; use a .csv or "
+        ".jsonl file name, or --format csv|jsonl"
+    )
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    """Where rows go while the run lasts."""
+    p = Path(out)
+    return p.with_name(p.name + ".partial")
+
+
+# --------------------------------------------------------------------------------------------
+# Resume
+
+
+def _read_rows(path: Path, fmt: str, cols: list[str]) -> Iterator[tuple[str, str]]:
+    """``(path, text of the row)`` for every complete row of an earlier output.
+
+    The header (CSV) must equal ``cols``; a last row without its line end is left out.
+    """
+    with open(path, "r", encoding="utf-8", newline="") as fh:
+        if fmt == "csv":
+            head = fh.readline()
+            if head.rstrip("\r\n") != ",".join(cols):
+                raise FertoolError(
+                    f"{path} has other columns than this model writes (another model or an older "
+                    "fertool?); use another --out, or --force to start again"
+                )
+            reader = csv.reader(_complete_lines(fh))
+            for values in reader:
+                if len(values) != len(cols):
+                    break
+                yield values[0], format_rows([dict(zip(cols, values))], "csv")
+        else:
+            for line in _complete_lines(fh):
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    break
+                if not isinstance(row, dict) or list(row) != cols:
+                    raise FertoolError(
+                        f"{path} has other fields than this model writes; use another --out, "
+                        "or --force to start again"
+                    )
+                yield row["path"], line if line.endswith("\n") else line + "\n"
+
+
+def _complete_lines(fh) -> Iterator[str]:
+    """Lines of a text file, without a last line that lacks its line end (a cut write)."""
+    for line in fh:
+        if not line.endswith("\n"):
+            return
+        yield line
+
+
+def prepare_resume(out: Path, fmt: str, cols: list[str]) -> set[str]:
+    """Turn what an interrupted (or finished) run left into a clean ``OUT.partial``.
+
+    Keeps every complete row except those of the last image (it may have been cut between two of
+    its faces), rewrites the partial file atomically, and returns the paths it holds.
+    """
+    from fertool.io import atomic_write
+
+    partial = partial_path(out)
+    source = partial if partial.is_file() else out if out.is_file() else None
+    if source is None:
+        return set()
+    done: set[str] = set()
+    with atomic_write(partial, "w") as dst:
+        if fmt == "csv":
+            dst.write(",".join(cols) + "\n")
+        group: list[str] = []
+        current = None
+        for path, text in _read_rows(source, fmt, cols):
+            if path != current:
+                if current is not None:
+                    dst.writelines(group)
+                    done.add(current)
+                group, current = [], path
+            group.append(text)
+    return done
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class PredictSummary:
+    """What :func:`predict_paths` did.
+
+    Attributes
+    ----------
+    out : Path
+    images : int
+        Image files processed in this run.
+    resumed : int
+        Image files already in the output from an earlier, interrupted run.
+    rows : int
+        Rows written in this run.
+    status : dict of str to int
+        Rows per status in this run.
+    errors : list of (path, message)
+        Files that could not be read (the first :data:`MAX_LISTED_ERRORS`).
+    n_errors : int
+    non_images : int
+        Files skipped in the folders because their extension is not an image extension.
+    seconds : float
+    """
+
+    out: Path
+    images: int = 0
+    resumed: int = 0
+    rows: int = 0
+    status: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    n_errors: int = 0
+    non_images: int = 0
+    unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "images": self.images,
+            "resumed": self.resumed,
+            "rows": self.rows,
+            "status": dict(self.status),
+            "n_errors": self.n_errors,
+            "errors": [list(e) for e in self.errors],
+            "non_images": self.non_images,
+            "unreadable_folders": [list(e) for e in self.unreadable_folders],
+            "seconds": self.seconds,
+            "images_per_s": self.images_per_s,
+        }
+
+
+def predict_paths(
+    inputs: Sequence[str | os.PathLike],
+    model: Predictor,
+    out: str | os.PathLike,
+    *,
+    fmt: str | None = None,
+    all_faces: bool = False,
+    batch_size: int = 32,
+    resume: bool = False,
+    force: bool = False,
+    face: FaceConfig | None = None,
+    use_cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict every image under ``inputs`` and write one row per image (or face) to ``out``.
+
+    Parameters
+    ----------
+    inputs : sequence of paths
+        Files and folders (walked recursively, see :func:`iter_image_paths`).
+    model : Predictor
+        From :func:`fertool.runtime.load`.
+    out : path
+        ``.csv`` or ``.jsonl`` (or give ``fmt``).
+    fmt : {"csv", "jsonl"}, optional
+    all_faces : bool
+        One row per detected face (images without a face still get one row).
+    batch_size : int
+        Crops per model call; memory grows with it, not with the number of files.
+    resume : bool
+        Continue an interrupted run (or top up a finished one) instead of starting again.
+    force : bool
+        Overwrite an existing output (or discard an interrupted one).
+    face : FaceConfig, optional
+        Face-stage settings; default the model's (:attr:`Predictor.face_config`).
+    use_cache, cache_dir
+        The face-crop cache (see :func:`fertool.faces.extract_faces`).
+    progress : bool
+        Progress bar on stderr.
+
+    Returns
+    -------
+    PredictSummary
+
+    Raises
+    ------
+    FertoolError
+        An existing output without ``force``/``resume``, an output written by another model.
+    """
+    from tqdm import tqdm
+
+    from fertool.faces import extract_faces
+
+    if batch_size < 1:
+        raise FertoolError(f"--batch-size {batch_size}: expected at least 1")
+    out = Path(out)
+    fmt = output_format(out, fmt)
+    labels = model.labels
+    cols = columns(labels, fmt)
+    partial = partial_path(out)
+    if not resume and not force:
+        if out.exists():
+            raise FertoolError(
+                f"{out} already exists; use --force to overwrite it or --resume "
+                "to add what it lacks"
+            )
+        if partial.exists():
+            raise FertoolError(
+                f"{partial} holds an interrupted run; use --resume to continue "
+                "it or --force to start again"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = prepare_resume(out, fmt, cols) if resume else set()
+    if not done:
+        with open(partial, "w", encoding="utf-8", newline="") as fh:
+            if fmt == "csv":
+                fh.write(",".join(cols) + "\n")
+
+    face = face or model.face_config
+    summary = PredictSummary(out, resumed=len(done))
+    stats = WalkStats()
+    total = count_image_paths(inputs) if progress else None
+    bar = tqdm(
+        total=total,
+        initial=min(len(done), total or 0),
+        desc="predict",
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    todo = (p for p in iter_image_paths(inputs, stats) if p not in done)
+    device = "cuda" if "CUDAExecutionProvider" in model.providers else "cpu"
+    records = extract_faces(
+        todo,
+        face,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        all_faces=all_faces,
+        progress=False,
+        device=device,
+    )
+    status: Counter[str] = Counter()
+    t0 = time.perf_counter()
+    try:
+        with open(partial, "a", encoding="utf-8", newline="") as fh:
+            pending: list[FaceRecord] = []
+            n_crops = 0
+            for rec in records:
+                # Flush only between images, so that an image's rows are written together.
+                if n_crops >= batch_size and rec.path != pending[-1].path:
+                    _flush(pending, model, fh, fmt, batch_size, summary, status, bar)
+                    pending, n_crops = [], 0
+                pending.append(rec)
+                n_crops += rec.crop is not None
+            _flush(pending, model, fh, fmt, batch_size, summary, status, bar)
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - t0
+        summary.status = dict(status)
+        summary.non_images = stats.non_images
+        summary.unreadable_folders = list(stats.unreadable_folders)
+    os.replace(partial, out)
+    return summary
+
+
+def _flush(
+    records: list[FaceRecord],
+    model: Predictor,
+    fh,
+    fmt: str,
+    batch_size: int,
+    summary: PredictSummary,
+    status: Counter,
+    bar,
+) -> None:
+    if not records:
+        return
+    preds = model.predict_records(records, batch_size=max(batch_size, 1))
+    rows = [prediction_row(p, model.labels, fmt) for p in preds]
+    fh.write(format_rows(rows, fmt))
+    fh.flush()
+    images = 0
+    last = None
+    for p in preds:
+        status[p.status] += 1
+        if p.path != last:
+            images += 1
+            last = p.path
+            if p.status == "error":
+                summary.n_errors += 1
+                if len(summary.errors) < MAX_LISTED_ERRORS:
+                    summary.errors.append((p.path, p.message))
+    summary.rows += len(rows)
+    summary.images += images
+    bar.update(images)

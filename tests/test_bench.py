@@ -1,0 +1,66 @@
+"""A tiny smoke run of the bench: every section runs and the report holds every figure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from onnx_models import exported_fernet
+
+pytest.importorskip("onnxruntime")
+
+
+def test_bench_smoke_run_writes_markdown_and_json(tmp_path_factory, tmp_path):
+    from fertool.bench import BenchConfig, run_bench, write_bench
+
+    onnx_path = exported_fernet(tmp_path_factory)["onnx"]
+    cfg = BenchConfig(
+        n_frames=2,
+        frame_size=(160, 128),
+        model=str(onnx_path),
+        quantize=False,
+        batch_sizes=(1, 2),
+        min_seconds=0.0,
+        descriptor_crops=2,
+        matmul_size=256,
+    )
+    res = run_bench(cfg)
+    md, js = write_bench(res, tmp_path)
+    data = json.loads(js.read_text())
+    whats = {(r["section"], r["what"], r["batch"]) for r in data["rows"]}
+    for bs in (1, 2):
+        for name in ("torch eager float32", "onnxruntime float32", "onnxruntime int8"):
+            assert ("backbone", name, bs) in whats
+    assert {r["what"] for r in data["rows"] if r["section"] == "faces"} == {
+        "MTCNN full resolution",
+        "MTCNN half resolution",
+    }
+    assert len([r for r in data["rows"] if r["section"] == "descriptors"]) == 2
+    assert len([r for r in data["rows"] if r["section"] == "end to end"]) == 1
+    for r in data["rows"]:
+        if r["status"] == "ok":
+            assert r["images_per_s"] > 0 and r["n"] > 0
+    int8 = res.get("backbone", "onnxruntime int8", 1)
+    assert int8.status == "unavailable" and "quantisation off" in int8.note
+    c = data["ceiling"]
+    assert c["model_gflop_per_image"] == pytest.approx(2.835, abs=0.01)
+    assert c["images_per_s"] == pytest.approx(c["matmul_gflop_per_s"] / c["model_gflop_per_image"])
+    assert data["ratios"]["ort_float32_share_of_ceiling_batch1"] > 0
+    assert data["ratios"]["int8_over_torch_eager_batch1"] is None
+    text = md.read_text()
+    assert "| backbone | onnxruntime float32 | 2 |" in text and "Ceiling:" in text
+    from fertool.errors import FertoolError
+
+    with pytest.raises(FertoolError, match="--force"):
+        write_bench(res, tmp_path)
+
+
+def test_cli_bench_help():
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+
+    res = CliRunner().invoke(main, ["bench", "--help"])
+    assert res.exit_code == 0 and "--frames" in res.output and "--int8" in res.output
+    res = CliRunner().invoke(main, ["bench", "--batch-sizes", "0,x"])
+    assert res.exit_code == 2 and "positive integers" in res.output

@@ -1,0 +1,224 @@
+"""ONNX export: graph, metadata, checker, parity with torch, int8, sidecars, the README snippet."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx_models import REPO, exported_fernet, make_run, read_json, sample_faces
+
+from fertool import LABELS
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return exported_fernet(tmp_path_factory)
+
+
+def test_graph_has_dynamic_batch_three_outputs_and_metadata(exported):
+    import onnx
+
+    model = onnx.load(str(exported["onnx"]), load_external_data=False)
+    (inp,) = model.graph.input
+    assert inp.name == "input"
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 160, 160]
+    assert [o.name for o in model.graph.output] == ["probabilities", "logits", "embedding"]
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["fertool.labels"]) == list(LABELS)
+    pre = json.loads(props["fertool.preprocessing"])
+    assert (pre["size"], pre["mean"], pre["std"], pre["channel_order"]) == (
+        160,
+        127.5,
+        128.0,
+        "RGB",
+    )
+    assert pre["face"]["align"] is True and pre["face"]["margin"] == 0.1
+    src = json.loads(props["fertool.source"])
+    assert src["run"] == "run-tiny" and len(src["checkpoint_sha256"]) == 64
+    assert json.loads(props["fertool.opset"]) == 17
+    assert json.loads(props["fertool.precision"]) == "float32"
+    assert "fertool.version" in props and "fertool.weights" in props
+
+
+def test_sidecar_records_hash_size_and_checks(exported):
+    from fertool.io import sha256_file
+
+    path = exported["onnx"]
+    side = read_json(path.with_suffix(".json"))
+    assert side["sha256"] == sha256_file(path)
+    assert side["bytes"] == path.stat().st_size
+    assert side["metadata"]["labels"] == list(LABELS)
+    parity = side["checks"]["parity"]
+    assert parity["ok"] and parity["probabilities"] <= 1e-4 and parity["n"] == 8
+    assert side["checks"]["onnx_checker"] == "passed"
+    # No staging leftovers next to the model.
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        p.name for p in path.parent.iterdir() if not p.name.startswith(".")
+    )
+
+
+def test_onnx_matches_torch_at_several_batch_sizes(exported):
+    from fertool.export import load_run, ort_session, run_onnx, run_torch
+
+    model = load_run(exported["run"]).model
+    x = model.preprocessing.normalize(sample_faces(5))
+    session = ort_session(exported["onnx"])
+    ref = run_torch(model, x)
+    for bs in (1, 5):
+        got = run_onnx(session, x, batch_size=bs)
+        np.testing.assert_allclose(got["probabilities"], ref["probabilities"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got["embedding"], ref["embedding"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got["logits"], ref["logits"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(ref["embedding"], axis=1), 1.0, atol=1e-5)
+
+
+def test_parity_check_refuses_a_model_that_differs(exported):
+    import torch
+
+    from fertool.export import ParityError, check_parity, load_run
+
+    model = load_run(exported["run"]).model
+    with torch.no_grad():
+        model.backbone.logits.bias[0] += 1.0  # not the model that was exported any more
+    x = model.preprocessing.normalize(sample_faces(2))
+    with pytest.raises(ParityError, match="disagree"):
+        check_parity(exported["onnx"], model, x, tolerance=1e-4)
+
+
+def test_export_refuses_to_overwrite_and_needs_faces(exported, tmp_path):
+    from fertool.errors import FertoolError
+    from fertool.export import export_run
+
+    with pytest.raises(FertoolError, match="already exists"):
+        export_run(exported["run"], exported["onnx"], progress=False)
+    # The run's dataset is gone and no --calibration folder: a clear error, nothing written.
+    out = tmp_path / "m.onnx"
+    with pytest.raises(FertoolError, match="--calibration"):
+        export_run(exported["run"], out, progress=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_load_run_errors_name_the_file(tmp_path):
+    from fertool.errors import FertoolError
+    from fertool.export import load_run
+
+    with pytest.raises(FertoolError, match="not found"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "r").mkdir()
+    with pytest.raises(FertoolError, match="best.pt"):
+        load_run(tmp_path / "r")
+    (tmp_path / "r" / "best.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FertoolError, match="checkpoint"):
+        load_run(tmp_path / "r")
+
+
+def test_default_output_and_int8_names(tmp_path):
+    from fertool.export import default_output, int8_path
+    from fertool.onnxmeta import sidecar_path
+
+    assert default_output(tmp_path / "runs" / "movie0").as_posix() == "exports/movie0.onnx"
+    assert int8_path("exports/movie0.onnx").as_posix() == "exports/movie0.int8.onnx"
+    assert sidecar_path("exports/movie0.int8.onnx").as_posix() == "exports/movie0.int8.json"
+
+
+def test_exports_folder_ignores_models_but_not_sidecars():
+    out = subprocess.run(
+        check=False,
+        args=["git", "check-ignore", "exports/x.onnx", "exports/x.json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.split() == ["exports/x.onnx"]
+
+
+def _readme_snippet() -> str:
+    text = (REPO / "exports" / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    snippet = next(b for b in blocks if "onnxruntime" in b and "fertool" not in b)
+    assert len(snippet.strip().splitlines()) <= 14
+    return snippet
+
+
+def test_readme_snippet_reproduces_fertool_probabilities(exported, tmp_path):
+    """The README's plain-onnxruntime block, run as written, gives fertool's probabilities."""
+    import fertool
+    from fertool.io import read_image, write_png
+
+    face = sample_faces(1)[0]
+    write_png(tmp_path / "face.png", face)
+    (tmp_path / "exports").mkdir()
+    os.symlink(exported["onnx"], tmp_path / "exports" / "movie0.onnx")
+    snippet = _readme_snippet()
+    code = snippet + "\nimport numpy\nnumpy.save('p.npy', probabilities)\n"
+    res = subprocess.run(
+        check=False,
+        args=[sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "fertool" not in snippet.replace("fertool.", "")  # no fertool import in the snippet
+    printed = res.stdout.strip()
+    assert printed.startswith("{") and "'happy'" in printed
+    p_snippet = np.load(tmp_path / "p.npy")
+    p_fertool = fertool.load(exported["onnx"], providers="cpu").predict_crops(
+        read_image(tmp_path / "face.png")
+    )[0]
+    np.testing.assert_allclose(p_snippet, p_fertool, atol=1e-6, rtol=0)
+    assert res.stderr.strip() == ""  # no provider warnings either
+
+
+def test_cli_export_onnx_help_and_usage_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["export-onnx", "--help"])
+    assert res.exit_code == 0 and "--int8" in res.output and "--head" in res.output
+    res = runner.invoke(main, ["export-onnx"])
+    assert res.exit_code != 0 and "RUN_DIR" in res.output
+    res = runner.invoke(main, ["export-onnx", str(tmp_path / "missing-run")])
+    assert res.exit_code == 1 and "not found" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_cli_export_with_int8_on_a_calibration_folder(tmp_path):
+    """The whole command: float32 + int8, calibrated on faces from a folder of images."""
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+    from fertool.io import write_png
+
+    run = make_run(tmp_path / "run-cli")
+    calib = tmp_path / "calib"
+    for i, face in enumerate(sample_faces(8)):
+        write_png(calib / f"{i}.png", face)
+    out = tmp_path / "exports" / "cli.onnx"
+    res = CliRunner().invoke(
+        main, ["export-onnx", str(run), "--out", str(out), "--int8", "--calibration", str(calib)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "parity with torch over 8 faces" in res.output and "int8 vs float32" in res.output
+    side8 = read_json(out.with_name("cli.int8.json"))
+    check = side8["checks"]["int8_vs_float32"]
+    assert check["int8_bytes"] < check["float32_bytes"] / 3
+    assert side8["metadata"]["precision"] == "int8"
+    assert side8["metadata"]["calibration"]["per_channel"] is True
+    assert side8["float32_sha256"] == read_json(out.with_suffix(".json"))["sha256"]
+    # Random weights make near-uniform probabilities; int8 stays close to float32 anyway.
+    assert check["max_abs_diff"] < 0.05
+    res = CliRunner().invoke(main, ["export-onnx", str(run), "--out", str(out)])
+    assert res.exit_code == 1 and "--force" in res.output
