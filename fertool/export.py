@@ -179,17 +179,33 @@ def load_run(run_dir: str | os.PathLike) -> RunModel:
 # Torch -> ONNX
 
 
-def export_module(model: FerNet) -> torch.nn.Module:
-    """A module whose forward returns ``(probabilities, logits, embedding)`` of a FerNet.
+def export_module(
+    model: FerNet, outputs: tuple[str, ...] = OUTPUT_NAMES, flip: bool = False
+) -> torch.nn.Module:
+    """A module whose forward returns the named ``outputs`` of a FerNet, in that order.
 
     One pass through the network: the embedding is the normalised ``last_bn`` output that the
     logits layer also reads (exactly :meth:`FerNet.embed` and ``FerNet.forward`` in eval mode).
+
+    Parameters
+    ----------
+    model : FerNet
+    outputs : tuple of str
+        Any of ``probabilities``, ``logits``, ``embedding``.
+    flip : bool
+        Only with ``outputs=("embedding",)``: average the embedding of each crop with that of its
+        mirror image and normalise again (what ``fertool embed --flip-tta`` computes).
     """
     import torch
     import torch.nn.functional as F
 
     from fertool.train import SEQUENCE, run_sequence
 
+    unknown = set(outputs) - set(OUTPUT_NAMES)
+    if unknown or not outputs:
+        raise ValueError(f"outputs={outputs}; expected names among {OUTPUT_NAMES}")
+    if flip and tuple(outputs) != ("embedding",):
+        raise ValueError("flip=True is only for an embedding-only graph")
     stop = SEQUENCE.index("logits")
 
     class _ExportHeads(torch.nn.Module):
@@ -199,9 +215,19 @@ def export_module(model: FerNet) -> torch.nn.Module:
 
         def forward(self, x):
             b = self.net.backbone
+            if flip:
+                n = x.shape[0]
+                z = run_sequence(b, torch.cat([x, x.flip(-1)]), 0, stop)
+                e = F.normalize(z, p=2.0, dim=1)
+                return (F.normalize((e[:n] + e[n:]) / 2, p=2.0, dim=1),)
             z = run_sequence(b, x, 0, stop)
             logits = b.logits(z)
-            return F.softmax(logits, dim=1), logits, F.normalize(z, p=2.0, dim=1)
+            found = {
+                "probabilities": F.softmax(logits, dim=1),
+                "logits": logits,
+                "embedding": F.normalize(z, p=2.0, dim=1),
+            }
+            return tuple(found[name] for name in outputs)
 
     return _ExportHeads(model).eval()
 
@@ -213,7 +239,13 @@ def _torchscript_available() -> bool:
 
 
 def torch_to_onnx(
-    model: FerNet, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, exporter: str = "auto"
+    model: FerNet,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "auto",
+    outputs: tuple[str, ...] = OUTPUT_NAMES,
+    flip: bool = False,
 ) -> Path:
     """Write the graph of :func:`export_module` to ``path`` (no metadata, no checks).
 
@@ -235,7 +267,7 @@ def torch_to_onnx(
         raise ValueError(f"exporter={exporter!r}; expected one of {', '.join(EXPORTERS)}")
     if exporter == "auto":
         exporter = "torchscript" if _torchscript_available() else "dynamo"
-    module = export_module(model)
+    module = export_module(model, outputs, flip)
     size = model.preprocessing.size
     example = torch.zeros(2, 3, size, size)
     path = Path(path)
@@ -247,14 +279,14 @@ def torch_to_onnx(
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=r".*feature will be removed.*")
         if exporter == "torchscript":
-            axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+            axes = {name: {0: "batch"} for name in (INPUT_NAME, *outputs)}
             torch.onnx.export(
                 module,
                 (example,),
                 str(path),
                 dynamo=False,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(outputs),
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -268,7 +300,7 @@ def torch_to_onnx(
                     None,
                     dynamo=True,
                     input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
+                    output_names=list(outputs),
                     dynamic_shapes=({0: batch},),
                     opset_version=opset,
                     external_data=False,
@@ -348,16 +380,22 @@ def run_onnx(session, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarr
     return {n: np.concatenate(v) for n, v in parts.items() if v}
 
 
-def run_torch(model: FerNet, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """``probabilities``, ``logits`` and ``embedding`` of the torch model on ``x``."""
+def run_torch(
+    model: FerNet,
+    x: np.ndarray,
+    batch_size: int = 32,
+    outputs: tuple[str, ...] = OUTPUT_NAMES,
+    flip: bool = False,
+) -> dict[str, np.ndarray]:
+    """The ``outputs`` of the torch model on standardised ``x`` (see :func:`export_module`)."""
     import torch
 
-    module = export_module(model)
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
+    module = export_module(model, outputs, flip)
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             outs = module(torch.as_tensor(np.asarray(x[i : i + batch_size], np.float32)))
-            for n, o in zip(OUTPUT_NAMES, outs):
+            for n, o in zip(outputs, outs):
                 parts[n].append(o.numpy())
     return {n: np.concatenate(v) for n, v in parts.items()}
 
@@ -440,7 +478,7 @@ def run_faces(
         from fertool.predict import iter_image_paths
 
         face = FaceConfig.from_dict(run.preprocessing.face or {})
-        crops = _folder_crops(iter_image_paths([calibration]), face, limit, progress)
+        crops = folder_crops(iter_image_paths([calibration]), face, limit, progress)
         if len(crops) == 0:
             raise FertoolError(f"no usable images found in --calibration folder {calibration}")
         x = run.preprocessing.normalize(crops)
@@ -464,7 +502,7 @@ def run_faces(
     return RunFaces(train, x[data.test], data.y.numpy()[data.test], f"dataset {cfg.data}")
 
 
-def _folder_crops(paths, face, limit: int | None, progress: bool) -> np.ndarray:
+def folder_crops(paths, face, limit: int | None, progress: bool) -> np.ndarray:
     from fertool.faces import extract_faces
 
     crops = []

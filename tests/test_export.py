@@ -222,3 +222,91 @@ def test_cli_export_with_int8_on_a_calibration_folder(tmp_path):
     assert check["max_abs_diff"] < 0.05
     res = CliRunner().invoke(main, ["export-onnx", str(run), "--out", str(out)])
     assert res.exit_code == 1 and "--force" in res.output
+
+
+@pytest.mark.parametrize("name", ["logreg", "svm-rbf", "pca+svm-linear"])
+def test_sklearn_head_joins_a_backbone_graph(name, tmp_path):
+    """skl2onnx head + backbone in one graph gives scikit-learn's answer on the embedding."""
+    import onnx
+    import onnxruntime as ort
+    from onnx_models import tiny_model
+
+    from fertool.classify import make_head
+    from fertool.onnxhead import head_to_onnx, join, reference_probabilities
+
+    backbone = onnx.load(str(tiny_model(tmp_path / "tiny.onnx")))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3, 160, 160)).astype(np.float32) + rng.standard_normal(
+        (40, 3, 1, 1)
+    ).astype(np.float32)
+    s0 = ort.InferenceSession(backbone.SerializeToString(), providers=["CPUExecutionProvider"])
+    emb = s0.run(["embedding"], {"input": x})[0]
+    y = np.arange(40) % 3
+    est = make_head(name).fit(emb, y)
+    calibrated = name == "logreg"
+    joined = join(backbone, head_to_onnx(est, emb.shape[1], 17, calibrated))
+    onnx.checker.check_model(joined, full_check=True)
+    s = ort.InferenceSession(joined.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in s.get_outputs()]
+    assert set(names) == {"probabilities", "embedding"} | (set() if calibrated else {"scores"})
+    got = dict(zip(names, s.run(None, {"input": x})))
+    ref = reference_probabilities(est, emb, calibrated)
+    np.testing.assert_allclose(got["probabilities"], ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-5)
+    assert (got["probabilities"].argmax(1) == np.searchsorted(est.classes_, est.predict(emb))).all()
+
+
+@pytest.mark.slow
+def test_export_head_with_casia_backbone(casia_torch_home, monkeypatch, tmp_path):
+    """FaceNet (CASIA) + a saved logistic-regression head, exported, served by fertool.load."""
+    from onnx_models import casia_faces
+
+    from fertool.classify import FittedHead, make_head, save_head
+    from fertool.embed import embed_crops
+    from fertool.io import write_png
+    from fertool.models import create_model
+    from fertool.onnxhead import export_head
+    from fertool.runtime import load
+
+    monkeypatch.setenv("TORCH_HOME", str(casia_torch_home))
+    faces = casia_faces()
+    faces = np.concatenate([faces, faces[:, :, ::-1]])
+    for i, f in enumerate(faces):
+        write_png(tmp_path / "faces" / f"{i}.png", f)
+    model, info = create_model("casia-webface")
+    emb = embed_crops(model, faces, progress=False)
+    rng = np.random.default_rng(0)
+    X = np.concatenate([emb + rng.normal(0, 0.02, emb.shape) for _ in range(4)])
+    y = np.tile(np.array([3, 5, 6, 3, 5, 6, 3, 5]), 4)[: len(X)]  # happy, sad, surprise
+    est = make_head("logreg").fit(X, y)
+    head = tmp_path / "facenet-logreg.joblib"
+    meta = {
+        "layer": "embedding",
+        "flip": "False",
+        "weights_name": "casia-webface",
+        "weights_sha256": info.sha256,
+    }
+    save_head(FittedHead("logreg", est, {}, 0.0, {}), head, meta=meta)
+    out = tmp_path / "exports" / "head.onnx"
+    res = export_head(head, out, calibration=tmp_path / "faces", progress=False)
+    assert res.parity.ok and res.parity.n == len(faces)
+    served = load(out, providers="cpu")
+    assert served.labels == ("happy", "sad", "surprise")
+    assert served.metadata["head"]["probabilities"] == "predict_proba"
+    p = served.predict_crops(faces)
+    np.testing.assert_allclose(p, est.predict_proba(emb), atol=1e-4, rtol=0)
+    side = read_json(out.with_suffix(".json"))
+    assert side["head"]["sha256"] == side["metadata"]["head"]["sha256"]
+    assert side["weights"]["sha256"] == info.sha256
+    # A head trained on other weights' embeddings is refused.
+    meta["weights_sha256"] = "0" * 64
+    save_head(FittedHead("logreg", est, {}, 0.0, {}), tmp_path / "other.joblib", meta=meta)
+    from fertool.errors import FertoolError
+
+    with pytest.raises(FertoolError, match="--weights"):
+        export_head(
+            tmp_path / "other.joblib",
+            tmp_path / "o.onnx",
+            calibration=tmp_path / "faces",
+            progress=False,
+        )

@@ -91,6 +91,7 @@ def command(run_dir, out, int8, calibration, head, weights, opset, tolerance, ex
             calibration=calibration,
             opset=opset,
             exporter=exporter,
+            tolerance=tolerance,
             force=force,
             int8=int8,
         )

@@ -54,6 +54,13 @@ SHOWN_ERRORS = 5
     help="onnxruntime threads (default: the physical cores).",
 )
 @click.option(
+    "--detector-threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="torch threads for face detection (more rarely helps; on busy cores it is much slower).",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue an interrupted run: keep the rows OUT(.partial) holds, do the rest.",
@@ -94,6 +101,7 @@ def command(
     batch_size,
     providers,
     threads,
+    detector_threads,
     resume,
     face_policy,
     no_face,
@@ -143,6 +151,7 @@ def command(
             face=face,
             use_cache=not no_cache,
             cache_dir=cache_dir,
+            detector_threads=detector_threads,
             progress=not quiet,
         )
     except KeyboardInterrupt:
