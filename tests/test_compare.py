@@ -117,7 +117,8 @@ def test_report_paper_protocol(dataset, tmp_path):
     # lpq+phog is the two descriptors side by side
     details = {r["method"]: r["details"] for r in report["results"]}
     assert details["lpq+phog"]["features"] == details["lpq"]["features"] + details["phog"]["features"]
-    assert details["lpq"]["features"] == 4 * 4 * 256 and details["phog"]["features"] == 680
+    assert details["lpq"]["features"] == 8 * 8 * 256  # defaults: 8x8 cells, 12 bins, 3 levels
+    assert details["phog"]["features"] == 12 * (1 + 4 + 16 + 64)
 
     md = (out / "report.md").read_text()
     assert "| method | accuracy % (mean +- std) | macro-F1 %" in md
@@ -146,14 +147,14 @@ def test_refuses_to_overwrite_and_force(dataset, tmp_path):
 def test_movie_protocol_is_grouped_inside(dataset, tmp_path):
     out = tmp_path / "movie"
     cfg = _config(dataset, out, protocol="movie", seeds=None, methods=("phog",),
-                  descriptors=DescriptorSettings(feature_map="sqrt", phog_levels=2))
+                  descriptors=DescriptorSettings(phog_levels=2, feature_map="none"))
     outcome = run_comparison(cfg, progress=False)
     report = json.loads((out / "report.json").read_text())
     assert report["seeds"] == [0] and report["n_splits"] == 2  # movie default: 2 folds, seed 0
     assert report["inner_cv"]["grouped"] is True
-    assert report["descriptors"]["feature_map"] == "sqrt"
+    assert report["descriptors"]["feature_map"] == "none"
     (r,) = outcome.results
-    assert r.status == "ok" and r.details["features"] == 8 * (1 + 4 + 16)
+    assert r.status == "ok" and r.details["features"] == 12 * (1 + 4 + 16)
     assert r.details["inner_cv"]["grouped"] is True
 
 
@@ -302,3 +303,19 @@ def test_cli_defaults_match_library():
     result = CliRunner().invoke(main, ["compare-baselines", "--help"])
     assert result.exit_code == 0 and "--finetuned" in result.output
     assert "compare-baselines" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_descriptor_features_once_with_hellinger_map(dataset):
+    from fertool.compare import descriptor_features
+    from fertool.faces import FaceConfig, face_crops
+
+    data, cache = dataset
+    crops, _ = face_crops([str(p) for p in discover(data).paths][:5], FaceConfig(),
+                          cache_dir=cache, progress=False)
+    plain, _ = descriptor_features(crops, {"lpq", "phog", "lpq+phog"},
+                                   DescriptorSettings(feature_map="none"), progress=False)
+    mapped, seconds = descriptor_features(crops, {"lpq+phog"}, DescriptorSettings(), progress=False)
+    assert set(mapped) == {"lpq+phog"} and set(seconds) == {"lpq", "phog"}
+    np.testing.assert_allclose(plain["lpq"].sum(axis=1), 8 * 8, rtol=1e-5)  # a histogram per cell
+    np.testing.assert_allclose(mapped["lpq+phog"],
+                               np.sqrt(np.hstack([plain["lpq"], plain["phog"]])), rtol=1e-6)
