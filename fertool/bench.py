@@ -58,6 +58,9 @@ class BenchConfig:
         Crops for LPQ and PHOG.
     matmul_size : int
         Side of the square matrices of the ceiling's matrix product.
+    detector_threads : int or None
+        torch threads for face detection, as ``fertool predict --detector-threads`` (default 1);
+        None: torch's default.
     """
 
     frames: str | None = None
@@ -69,6 +72,7 @@ class BenchConfig:
     min_seconds: float = 3.0
     descriptor_crops: int = 64
     matmul_size: int = 2048
+    detector_threads: int | None = 1
 
 
 @dataclass
@@ -265,7 +269,9 @@ def bench_descriptors(res: BenchResult, crops: np.ndarray, cfg: BenchConfig) -> 
         res.rows.append(Row("descriptors", what, rate, len(grey), n, dt))
 
 
-def bench_predict(res: BenchResult, folder: Path, model_path: Path, work: Path) -> None:
+def bench_predict(
+    res: BenchResult, folder: Path, model_path: Path, work: Path, cfg: BenchConfig
+) -> None:
     """``fertool predict`` on the frames, face cache off (so detection really runs)."""
     from fertool.predict import predict_paths
     from fertool.runtime import load
@@ -273,7 +279,14 @@ def bench_predict(res: BenchResult, folder: Path, model_path: Path, work: Path) 
     model = load(model_path, providers="cpu")
     out = work / "predict.csv"
     s = predict_paths(
-        [folder], model, out, batch_size=32, force=True, use_cache=False, progress=False
+        [folder],
+        model,
+        out,
+        batch_size=32,
+        force=True,
+        use_cache=False,
+        detector_threads=cfg.detector_threads,
+        progress=False,
     )
     res.rows.append(
         Row(
@@ -433,7 +446,7 @@ def run_bench(
         bench_descriptors(res, crops, cfg)
         say("end to end")
         served = onnx_paths["onnxruntime int8"] or onnx_paths["onnxruntime float32"]
-        bench_predict(res, folder, Path(served), work)
+        bench_predict(res, folder, Path(served), work, cfg)
     res.ratios = ratios(res)
     if hasattr(os, "getloadavg"):
         res.machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -258,12 +258,8 @@ def export_head(
 
     from fertool.export import (
         ExportResult,
-        Parity,
-        ParityError,
         check_onnx,
-        ort_session,
         publish,
-        run_onnx,
         run_torch,
         sidecar_path,
         staging_dir,
@@ -271,6 +267,7 @@ def export_head(
     )
     from fertool.io import check_writable
     from fertool.onnxmeta import build_metadata, decode_metadata, set_metadata
+    from fertool.parity import Parity, ParityError, ort_session, run_onnx
 
     if int8:
         raise FertoolError(
@@ -372,12 +369,13 @@ def _backbone(info: HeadInfo, run_dir, weights):
 
 def _parity_faces(info: HeadInfo, pre, run_dir, calibration, n: int, progress: bool) -> np.ndarray:
     """Standardised real faces for the parity check."""
-    from fertool.export import folder_crops
     from fertool.faces import FaceConfig
+    from fertool.parity import folder_crops
     from fertool.predict import iter_image_paths
 
     if calibration is None and run_dir is not None:
-        from fertool.export import load_run, run_faces
+        from fertool.export import load_run
+        from fertool.parity import run_faces
 
         faces = run_faces(load_run(run_dir), None, limit=n, progress=progress)
         return faces.test[:n] if len(faces.test) else faces.train[:n]

@@ -147,7 +147,8 @@ def exported_fernet(tmp_path_factory, int8: bool = False) -> dict:
 
     The int8 model is made on first request (it takes about as long as the export).
     """
-    from fertool.export import RunFaces, export_run, load_run
+    from fertool.export import export_run, load_run
+    from fertool.parity import RunFaces
     from fertool.quantize import compare_int8, quantize_int8
 
     if "fernet" not in _SESSION:

@@ -67,7 +67,8 @@ def test_sidecar_records_hash_size_and_checks(exported):
 
 
 def test_onnx_matches_torch_at_several_batch_sizes(exported):
-    from fertool.export import load_run, ort_session, run_onnx, run_torch
+    from fertool.export import load_run, run_torch
+    from fertool.parity import ort_session, run_onnx
 
     model = load_run(exported["run"]).model
     x = model.preprocessing.normalize(sample_faces(5))
@@ -84,7 +85,8 @@ def test_onnx_matches_torch_at_several_batch_sizes(exported):
 def test_parity_check_refuses_a_model_that_differs(exported):
     import torch
 
-    from fertool.export import ParityError, check_parity, load_run
+    from fertool.export import load_run
+    from fertool.parity import ParityError, check_parity
 
     model = load_run(exported["run"]).model
     with torch.no_grad():
@@ -144,7 +146,7 @@ def test_exports_folder_ignores_models_but_not_sidecars():
 def _readme_snippet() -> str:
     text = (REPO / "exports" / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    snippet = next(b for b in blocks if "onnxruntime" in b and "fertool" not in b)
+    snippet = next(b for b in blocks if "import onnxruntime" in b and "import fertool" not in b)
     assert len(snippet.strip().splitlines()) <= 14
     return snippet
 
