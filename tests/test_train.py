@@ -19,7 +19,7 @@ def tiny_dataset(tmp_path_factory):
     from fertool.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
-    return make_dataset(root / "data", n_per_class=8, seed=1, n_groups=4)
+    return make_dataset(root / "data", n_per_class=8, seed=1, n_groups=4, width=200, height=160)
 
 
 def _cfg(data, out, **kw):
@@ -56,11 +56,11 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_dataset, prepared, tm
 
     Tolerance: exact (atol=0) on the CPU, where every random draw is seeded per epoch.
     """
-    cfg_a = _cfg(tiny_dataset, tmp_path / "a")
+    cfg_a = _cfg(tiny_dataset, tmp_path / "a", epochs=2)
     data = prepared
     run(cfg_a, progress=False, data=data)
 
-    cfg_b = _cfg(tiny_dataset, tmp_path / "b")
+    cfg_b = _cfg(tiny_dataset, tmp_path / "b", epochs=2)
 
     def interrupt(epoch, row):
         if epoch == 1:
@@ -74,7 +74,7 @@ def test_resume_after_interrupt_matches_uninterrupted(tiny_dataset, prepared, tm
 
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 3
+    assert a["epoch"] == b["epoch"] == 2
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], atol=0, rtol=0)
     ma = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
