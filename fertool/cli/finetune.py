@@ -60,6 +60,8 @@ from fertool.cli._options import data_option, face_options, force_option, group_
               help="Gedeon's angular-separation monitor on one layer, every epoch.")
 @click.option("--monitor-layer", default=None, help="Layer to monitor (default: last trainable block).")
 @click.option("--monitor-neurons", type=click.IntRange(2), default=512, show_default=True)
+@click.option("--monitor-probe", type=click.IntRange(2), default=64, show_default=True,
+              help="Probe images (fixed, from the fitting part) the monitor runs each epoch.")
 @click.option("--monitor-patience", type=click.IntRange(1), default=3, show_default=True,
               help="Epochs without movement (while the loss changes) before 'stuck'.")
 @click.option("--monitor-stop", is_flag=True, help="Stop training when the monitor says stuck.")
