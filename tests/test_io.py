@@ -132,3 +132,16 @@ def test_writers_round_trip(tmp_path):
     with np.load(write_npz(tmp_path / "a.npz", **arrays), allow_pickle=False) as z:
         for key, value in arrays.items():
             np.testing.assert_array_equal(z[key], value)
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+
+    from fertool.io import write_text
+
+    mask = os.umask(0o022)
+    try:
+        p = write_text(tmp_path / "x.txt", "hello")
+    finally:
+        os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == 0o644
