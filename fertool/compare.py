@@ -406,15 +406,21 @@ def evaluate_plan(
     ``parts`` holds ``(split, train_rows, test_rows)`` with rows into ``X``; ``groups`` (rows of
     ``X``) makes the inner CV grouped. The test rows never reach :func:`fit_head`.
     """
+    from threadpoolctl import threadpool_limits
+
     from fertool.classify import fit_head
     from fertool.metrics import evaluate
 
     t0 = time.perf_counter()
     folds, evals = [], []
     for split, tr, te in parts:
-        fitted = fit_head(plan.head, X[tr], y[tr], None if groups is None else groups[tr],
-                          cv=cv, seed=split.seed)
-        res = evaluate(y[te], fitted.predict(X[te]), LABELS)
+        # libsvm's RBF kernel calls BLAS ddot once per pair of samples; a threaded BLAS turns each
+        # call into a thread hand-off, which made the LPQ fits several times slower here.
+        with threadpool_limits(limits=1, user_api="blas"):
+            fitted = fit_head(plan.head, X[tr], y[tr], None if groups is None else groups[tr],
+                              cv=cv, seed=split.seed)
+            pred = fitted.predict(X[te])
+        res = evaluate(y[te], pred, LABELS)
         evals.append(res)
         folds.append({
             "split": split.name, "hash": split.hash, "n_train": len(tr), "n_test": res.n,
