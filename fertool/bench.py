@@ -209,7 +209,9 @@ def bench_backbone(
 def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig) -> None:
     """MTCNN (with alignment of the faces found) at full and half resolution."""
     from fertool.faces import FaceConfig, FaceStage
+    from fertool.predict import torch_threads
 
+    threads = cfg.detector_threads
     for scale, what in ((1.0, "MTCNN full resolution"), (0.5, "MTCNN half resolution")):
         stage = FaceStage(FaceConfig(detect_scale=scale), device="cpu")
         found = []
@@ -220,19 +222,13 @@ def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig
                 found.append(stage.analyse(f).n_faces)
             return len(frames)
 
-        rate, n, dt = timed(detect, cfg.min_seconds)
+        with torch_threads(threads):
+            rate, n, dt = timed(detect, cfg.min_seconds)
         h, w = frames[0].shape[:2]
-        res.rows.append(
-            Row(
-                "faces",
-                what,
-                rate,
-                None,
-                n,
-                dt,
-                note=f"{w}x{h} frames, {sum(x > 0 for x in found)}/{len(frames)} with a face",
-            )
-        )
+        note = f"{w}x{h} frames, {sum(x > 0 for x in found)}/{len(frames)} with a face"
+        if threads:
+            note += f", torch threads {threads}"
+        res.rows.append(Row("faces", what, rate, None, n, dt, note=note))
 
 
 def bench_descriptors(res: BenchResult, crops: np.ndarray, cfg: BenchConfig) -> None:

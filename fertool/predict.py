@@ -430,7 +430,7 @@ def predict_paths(
     t0 = time.perf_counter()
     try:
         with (
-            _torch_threads(detector_threads),
+            torch_threads(detector_threads),
             open(partial, "a", encoding="utf-8", newline="") as fh,
         ):
             pending: list[FaceRecord] = []
@@ -456,7 +456,7 @@ def predict_paths(
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
     """Run a block with ``n`` torch intra-op threads (unchanged when ``n`` is None)."""
     if n is None:
         yield
