@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 EXPORTERS = ("auto", "torchscript", "dynamo")
+#: Lowest opset torch's dynamo exporter writes without a (failing) version conversion.
+DYNAMO_MIN_OPSET = 18
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +252,9 @@ def torch_to_onnx(
 ) -> Path:
     """Write the graph of :func:`export_module` to ``path`` (no metadata, no checks).
 
+    Returns the path; the graph's opset is :func:`graph_opset` of it (the dynamo exporter
+    writes at least :data:`DYNAMO_MIN_OPSET`).
+
     Parameters
     ----------
     model : FerNet
@@ -293,6 +298,10 @@ def torch_to_onnx(
                 do_constant_folding=True,
             )
         else:
+            if opset < DYNAMO_MIN_OPSET:
+                # Its down-conversion fails on this graph (and prints a traceback doing so).
+                log.info("the dynamo exporter writes opset %d at least", DYNAMO_MIN_OPSET)
+                opset = DYNAMO_MIN_OPSET
             batch = torch.export.Dim("batch", min=1)
             with contextlib.redirect_stdout(_LogStream()):
                 program = torch.onnx.export(
@@ -309,6 +318,14 @@ def torch_to_onnx(
                 )
             program.save(str(path), external_data=False)
     return path
+
+
+def graph_opset(path: str | os.PathLike) -> int:
+    """Opset of the default ONNX domain of the model at ``path``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
 
 
 class _LogStream:
@@ -506,6 +523,7 @@ def export_run(
         staged = tmp / "float32.onnx"
         log.info("exporting %s to ONNX (opset %d)", run.run_dir, opset)
         torch_to_onnx(run.model, staged, opset=opset, exporter=exporter)
+        opset = graph_opset(staged)
         props = build_metadata(run.preprocessing, source=source, weights=run.weights, opset=opset)
         set_metadata(staged, props, doc=f"fertool expression model from run {run.run_dir.name}")
         check_onnx(staged)

@@ -259,6 +259,7 @@ def export_head(
     from fertool.export import (
         ExportResult,
         check_onnx,
+        graph_opset,
         publish,
         run_torch,
         sidecar_path,
@@ -291,6 +292,7 @@ def export_head(
             outputs=("embedding",),
             flip=info.flip,
         )
+        opset = graph_opset(staged_backbone)
         head_graph = head_to_onnx(estimator, 512, opset, info.calibrated)
         joined = join(onnx.load(str(staged_backbone)), head_graph)
         staged = tmp / "joined.onnx"
