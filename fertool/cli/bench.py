@@ -31,7 +31,8 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     default=None,
     help="Folder of frames for detection and predict (default: synthetic 720x576 frames).",
 )
-@click.option("--n-frames", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--n-frames", type=click.IntRange(1), default=16, show_default=True,
+              help="Frames in the folder of the end-to-end predict measurement.")
 @click.option(
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=str),
