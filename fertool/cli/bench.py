@@ -46,7 +46,8 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
     show_default=True,
     help="Quantise a model to int8 when none is given.",
 )
-@click.option("--batch-sizes", default="1,32", show_default=True, callback=_batch_sizes)
+@click.option("--batch-sizes", default="1,32", show_default=True, callback=_batch_sizes,
+              help="Comma-separated batch sizes of the backbone measurements.")
 @click.option(
     "--min-seconds",
     type=click.FloatRange(0),

@@ -59,7 +59,8 @@ from fertool.cli._options import data_option, face_options, force_option, group_
 @click.option("--monitor-angles", is_flag=True,
               help="Gedeon's angular-separation monitor on one layer, every epoch.")
 @click.option("--monitor-layer", default=None, help="Layer to monitor (default: last trainable block).")
-@click.option("--monitor-neurons", type=click.IntRange(2), default=512, show_default=True)
+@click.option("--monitor-neurons", type=click.IntRange(2), default=512, show_default=True,
+              help="Neurons sampled (once, seeded) from the monitored layer.")
 @click.option("--monitor-probe", type=click.IntRange(2), default=64, show_default=True,
               help="Probe images (fixed, from the fitting part) the monitor runs each epoch.")
 @click.option("--monitor-patience", type=click.IntRange(1), default=3, show_default=True,
