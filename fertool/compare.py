@@ -496,6 +496,55 @@ def _finetuned_predictions(run_dir: Path, crops: np.ndarray, device: str | None)
     return proba.argmax(1), info
 
 
+def _finetuned_fold(run: _RunInfo, split, te, y, crops, face_config, device) -> dict:
+    """One test part of a run: re-evaluated from ``best.pt``, else its own report.json numbers.
+
+    Raises FertoolError when a checkpoint exists but cannot be used.
+    """
+    from fertool.metrics import evaluate
+
+    reported = run.report["results"][0]
+    fold = {"split": split.name, "hash": split.hash, "run_dir": str(run.run_dir),
+            "reported_accuracy": reported.get("accuracy_mean")}
+    if not (run.run_dir / "best.pt").is_file():
+        # Same split hash, so the same test images; the run scored them on its own crops.
+        return {**fold, "evaluated_from": "report.json", "n_test": len(te),
+                "accuracy": reported["accuracy_mean"], "macro_f1": reported["macro_f1"],
+                "per_class_recall": dict(reported.get("per_class_recall") or {})}
+    pred, info = _finetuned_predictions(run.run_dir, crops[te], device)
+    res = evaluate(y[te], pred, LABELS)
+    if info["face"] and info["face"] != face_config:
+        info["note"] = "the run was trained on crops made with other face settings"
+    return {**fold, "evaluated_from": "best.pt", "n_test": res.n, "accuracy": res.accuracy,
+            "macro_f1": res.macro_f1, "per_class_recall": res.per_class_recall,
+            "confusion": res.confusion.tolist(), **info}
+
+
+def _finetuned_row(name: str, folds: list[dict], n_splits: int, seconds: float) -> MethodResult:
+    """Mean +- std over the test parts a method's runs cover (as :func:`_summarise` does)."""
+    def mean_std(key):
+        v = np.array([f[key] for f in folds], dtype=float)
+        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+    acc, acc_std = mean_std("accuracy")
+    f1, f1_std = mean_std("macro_f1")
+    recall = {}
+    for label in LABELS:
+        vals = [f["per_class_recall"].get(label) for f in folds]
+        vals = [v for v in vals if v is not None and not np.isnan(v)]
+        if vals:
+            recall[label] = float(np.mean(vals))
+    details = {"source": "finetuned", "runs": [f["run_dir"] for f in folds],
+               "covers": f"{len(folds)} of {n_splits} test parts",
+               "evaluated_from": sorted({f["evaluated_from"] for f in folds})}
+    if all("confusion" in f for f in folds):
+        details["confusion_sum"] = np.sum([f["confusion"] for f in folds], axis=0).tolist()
+        details["labels"] = list(LABELS)
+    return MethodResult(method=name, accuracy_mean=acc, accuracy_std=acc_std, macro_f1=f1,
+                        macro_f1_std=f1_std, per_class_recall=recall, n_folds=len(folds),
+                        seconds=round(seconds, 2), details=details, folds=folds)
+
+
 def finetuned_results(
     run_dirs: list[str | Path],
     split_parts: dict[str, tuple[Any, np.ndarray, np.ndarray]],
@@ -506,17 +555,16 @@ def finetuned_results(
     device: str | None = None,
     bar=None,
 ) -> list[MethodResult]:
-    """Evaluate fine-tuned run folders on the test part of their own split.
+    """Fine-tuned run folders, scored on the test part of their own split.
 
     ``split_parts`` maps a split hash to ``(split, train_rows, test_rows)``. A run whose split is
-    among them is re-evaluated from its ``best.pt`` on this comparison's crops (runs of one
-    method on several folds of the protocol are combined into one row); any other run is listed
-    as not comparable. A run that cannot be re-evaluated (no ``best.pt``) is listed as failed,
-    with the accuracy its own report.json gives for reference.
+    among them is re-evaluated from its ``best.pt`` on this comparison's crops, or, when the folder
+    holds no checkpoint (a recorded copy), takes the test scores of its own report.json (same
+    split hash, so the same test images; no confusion matrix then). Runs of one method on several
+    folds of the protocol are combined into one row. Any other run is listed as not comparable.
     """
-    from fertool.metrics import evaluate
-
-    rows: dict[str, dict] = {}
+    rows: dict[str, list[dict]] = {}
+    seconds: dict[str, float] = {}
     out: list[MethodResult] = []
     for run_dir in map(Path, run_dirs):
         if bar is not None:
@@ -536,41 +584,24 @@ def finetuned_results(
                 run_dir=str(run_dir), split_hash=run.split_hash,
             ))
             continue
-        reported = run.report["results"][0]
         split, _, te = split_parts[run.split_hash]
         t0 = time.perf_counter()
         try:
-            pred, info = _finetuned_predictions(run_dir, crops[te], device)
+            fold = _finetuned_fold(run, split, te, y, crops, face_config, device)
         except FertoolError as exc:
             out.append(_unavailable(
                 run.method, f"cannot re-evaluate on this comparison's crops: {exc}", status="failed",
-                run_dir=str(run_dir), reported_accuracy=reported.get("accuracy_mean"),
+                run_dir=str(run_dir),
+                reported_accuracy=run.report["results"][0].get("accuracy_mean"),
             ))
             continue
-        res = evaluate(y[te], pred, LABELS)
-        if info["face"] and info["face"] != face_config:
-            info["note"] = "the run was trained on crops made with other face settings"
         key = run.method
-        if key in rows and run.split_hash in rows[key]["hashes"]:
-            key = f"{run.method}@{run_dir.name}"
-        row = rows.setdefault(key, {"hashes": set(), "folds": [], "evals": [], "runs": [],
-                                    "seconds": 0.0})
-        row["seconds"] += time.perf_counter() - t0
-        row["hashes"].add(run.split_hash)
-        row["evals"].append(res)
-        row["runs"].append(str(run_dir))
-        row["folds"].append({
-            "split": split.name, "hash": split.hash, "n_test": res.n, "accuracy": res.accuracy,
-            "macro_f1": res.macro_f1, "run_dir": str(run_dir),
-            "reported_accuracy": reported.get("accuracy_mean"), **info,
-        })
-    results = []
+        if any(f["hash"] == split.hash for f in rows.get(key, [])):
+            key = f"{run.method}@{run_dir.name}"  # a second run of the method on the same part
+        rows.setdefault(key, []).append(fold)
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
     n_splits = len(split_parts)
-    for key, row in rows.items():
-        details = {"source": "finetuned", "runs": row["runs"],
-                   "covers": f"{len(row['folds'])} of {n_splits} test parts"}
-        results.append(_summarise(key, row["folds"], row["evals"], details, row["seconds"]))
-    return results + out
+    return [_finetuned_row(k, folds, n_splits, seconds[k]) for k, folds in rows.items()] + out
 
 
 # ------------------------------------------------------------------------------------------
@@ -664,8 +695,8 @@ def _confusion_figures(results: list[MethodResult], out: Path, protocol: str) ->
 
     figures: dict[str, str] = {}
     for r in results:
-        if r.status != "ok":
-            continue
+        if r.status != "ok" or "confusion_sum" not in r.details:
+            continue  # a recorded fine-tuning copy without checkpoint has no confusion matrix here
         fname = f"confusion_{_slug(r.method)}.png"
         title = f"{r.method}: {protocol}, summed over {r.n_folds} test part(s)"
         save_figure(plot_confusion(np.array(r.details["confusion_sum"]), LABELS, title), out / fname)
@@ -793,6 +824,11 @@ def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
             notes.append(
                 f"`{r.method}` covers {r.n_folds} of {len(splits)} test parts "
                 f"({', '.join(sorted(fold_names))}); on the same part(s): " + "; ".join(same) + "."
+            )
+        if "report.json" in r.details.get("evaluated_from", []):
+            notes.append(
+                f"`{r.method}`: the test scores of the run's own report.json (its folder holds no "
+                "checkpoint to re-evaluate; same split hash, so the same test images)."
             )
     return notes
 

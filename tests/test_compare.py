@@ -4,6 +4,7 @@ fine-tuned methods, no leakage from test labels, the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -275,6 +276,24 @@ def test_finetuned_run_same_split_and_other_split(dataset, tmp_path):
     assert ft.details["covers"] == "1 of 2 test parts"
     md = (out / "report.md").read_text()
     assert f"`{method}` covers 1 of 2 test parts (paper-seed1-fold0); on the same part(s): phog" in md
+
+    assert fold["evaluated_from"] == "best.pt" and (out / f"confusion_{method}.png").is_file()
+
+    # a recorded copy without checkpoints: the run's own test scores, from its report.json
+    copy = tmp_path / "recorded"
+    copy.mkdir()
+    for f in run_dir.iterdir():
+        if f.suffix != ".pt":
+            shutil.copy(f, copy / f.name)
+    outcome = run_comparison(_config(dataset, tmp_path / "copy", methods=("phog",), seeds=(0, 1),
+                                     finetuned=(str(copy),)), progress=False)
+    ft = {r.method: r for r in outcome.results}[method]
+    assert ft.status == "ok" and ft.details["evaluated_from"] == ["report.json"]
+    assert ft.accuracy_mean == pytest.approx(trained["results"][0]["accuracy_mean"])
+    assert ft.per_class_recall == pytest.approx(
+        {k: v for k, v in trained["results"][0]["per_class_recall"].items() if v is not None})
+    assert "confusion_sum" not in ft.details and len(outcome.figures) == 1  # phog only
+    assert "holds no checkpoint" in (tmp_path / "copy" / "report.md").read_text()
 
     # the movie protocol has other splits: listed as not comparable, with the reason
     out2 = tmp_path / "movie"
