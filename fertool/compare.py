@@ -561,7 +561,8 @@ def finetuned_results(
     among them is re-evaluated from its ``best.pt`` on this comparison's crops, or, when the folder
     holds no checkpoint (a recorded copy), takes the test scores of its own report.json (same
     split hash, so the same test images; no confusion matrix then). Runs of one method on several
-    folds of the protocol are combined into one row. Any other run is listed as not comparable.
+    folds of the protocol are combined into one row. Any other run is listed as not comparable,
+    named ``METHOD@FOLDER``.
     """
     rows: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
@@ -578,7 +579,7 @@ def finetuned_results(
         if run.split_hash not in split_parts:
             known = ", ".join(f"{p[0].name}={h}" for h, p in split_parts.items())
             out.append(_unavailable(
-                run.method,
+                f"{run.method}@{run_dir.name}",
                 f"not comparable: {run_dir} was trained and tested on split {run.split_hash} "
                 f"({run.protocol} protocol), which is not one of this comparison's splits ({known})",
                 run_dir=str(run_dir), split_hash=run.split_hash,
@@ -590,7 +591,8 @@ def finetuned_results(
             fold = _finetuned_fold(run, split, te, y, crops, face_config, device)
         except FertoolError as exc:
             out.append(_unavailable(
-                run.method, f"cannot re-evaluate on this comparison's crops: {exc}", status="failed",
+                f"{run.method}@{run_dir.name}",
+                f"cannot re-evaluate on this comparison's crops: {exc}", status="failed",
                 run_dir=str(run_dir),
                 reported_accuracy=run.report["results"][0].get("accuracy_mean"),
             ))

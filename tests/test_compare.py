@@ -299,7 +299,7 @@ def test_finetuned_run_same_split_and_other_split(dataset, tmp_path):
     out2 = tmp_path / "movie"
     outcome = run_comparison(_config(dataset, out2, protocol="movie", seeds=(0,), methods=("phog",),
                                      finetuned=(str(run_dir),)), progress=False)
-    ft = {r.method: r for r in outcome.results}[method]
+    ft = {r.method: r for r in outcome.results}[f"{method}@run"]
     assert ft.status == "unavailable" and ft.reason.startswith("not comparable")
     assert trained["split_hash"] in ft.reason
 
