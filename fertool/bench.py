@@ -209,7 +209,7 @@ def bench_backbone(
 def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig) -> None:
     """MTCNN (with alignment of the faces found) at full and half resolution."""
     from fertool.faces import FaceConfig, FaceStage
-    from fertool.predict import torch_threads
+    from fertool.env import torch_threads
 
     threads = cfg.detector_threads
     for scale, what in ((1.0, "MTCNN full resolution"), (0.5, "MTCNN half resolution")):

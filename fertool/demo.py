@@ -78,10 +78,29 @@ def run_demo(
     n_per_class: int = 14,
     seed: int = 0,
     epochs: int = 8,
+    detector_threads: int | None = 1,
     force: bool = False,
     say: Callable[[str], None] = log.info,
 ) -> DemoResult:
     """Run the demo pipeline into ``out`` and write ``out/report.md``.
+
+    Parameters
+    ----------
+    out : path
+        Output folder (data, crops cache, comparison, run, exports, predictions, report).
+    n_per_class : int
+        Synthetic images per expression in the training/testing set.
+    seed : int
+        Seed of the synthetic data, the split and training: same seed, same report figures.
+    epochs : int
+        Fine-tuning epochs.
+    detector_threads : int or None
+        Torch threads for MTCNN (face stage and predict). One is much faster than two when
+        other jobs share the cores; None keeps torch's setting.
+    force : bool
+        Replace a non-empty ``out``.
+    say : callable
+        Where progress lines go.
 
     Raises
     ------
@@ -91,6 +110,7 @@ def run_demo(
     import shutil
 
     from fertool.compare import CompareConfig, run_comparison
+    from fertool.env import torch_threads
     from fertool.export import export_run
     from fertool.io import write_text
     from fertool.predict import predict_paths
@@ -111,7 +131,7 @@ def run_demo(
     with _step("generate a synthetic dataset (7 expressions)", say, steps):
         data = make_dataset(out / "data", n_per_class=n_per_class, seed=seed, n_groups=6)
         scenes = make_dataset(out / "new-images", n_per_class=2, seed=seed + 1000, n_groups=2)
-    with _step("face stage: detect, align, cache", say, steps):
+    with _step("face stage: detect, align, cache", say, steps), torch_threads(detector_threads):
         faces = _contact(data, out, cache)
     with _step("compare-baselines: LPQ, PHOG, FaceNet embedding + SVM", say, steps):
         cmp = run_comparison(CompareConfig(
@@ -131,7 +151,7 @@ def run_demo(
     with _step("predict: a folder of new images, int8 model", say, steps):
         model = load(exp.int8.path if exp.int8 else exp.float32.path, providers="cpu")
         pred = predict_paths([str(scenes)], model, out / "predictions.csv", force=True,
-                             cache_dir=cache, progress=True)
+                             cache_dir=cache, progress=True, detector_threads=detector_threads)
     with _step("report", say, steps):
         report = _write_report(out, faces, cmp, ft, exp, pred, steps)
         write_text(out / "report.md", report)

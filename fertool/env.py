@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from importlib import metadata
+from collections.abc import Iterator
 from pathlib import Path
 
 _PACKAGES = (
@@ -55,3 +57,19 @@ def environment_info() -> dict[str, str]:
     except ImportError:
         info["cuda"] = "torch not installed"
     return info
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads (unchanged when ``n`` is None)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

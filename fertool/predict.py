@@ -22,7 +22,6 @@ appends the rest; the result has every image exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fertool.env import torch_threads
 from fertool.errors import FertoolError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -453,22 +453,6 @@ def predict_paths(
         summary.unreadable_folders = list(stats.unreadable_folders)
     os.replace(partial, out)
     return summary
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch intra-op threads (unchanged when ``n`` is None)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _flush(

@@ -120,6 +120,7 @@ def quantize_int8(
     pre = Path(work_dir) / "int8-preprocessed.onnx"
     with _quiet_root_logging():
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
+        keep_float = output_nodes(pre)
         quantize_static(
             str(pre),
             str(out_path),
@@ -129,9 +130,24 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=keep_float,
         )
     pre.unlink(missing_ok=True)
     return Path(out_path)
+
+
+def output_nodes(model_path: str | Path) -> list[str]:
+    """Names of the nodes that write the graph's outputs.
+
+    They stay float32: quantising them would round the probabilities to multiples of 1/255
+    (exact zeros, sums off 1) and the logits and embedding to 256 levels, for a negligible
+    saving (the 512x7 head, a softmax, a division).
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    outputs = {o.name for o in graph.output}
+    return [n.name for n in graph.node if outputs.intersection(n.output)]
 
 
 class _DropQuantizerNotes(logging.Filter):
