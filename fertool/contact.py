@@ -69,8 +69,12 @@ def contact_sheet(
         raise ValueError(f"unknown marks {unknown}; expected keys of MARKS: {', '.join(MARKS)}")
     if tile <= 2 * border + 1:
         raise ValueError(f"tile ({tile}) must be larger than twice the border ({border})")
-    font = ImageFont.load_default()
-    line = 14
+    # Pillow's default FreeType font drops spaces at its default 10 px; 12 px reads cleanly.
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1: bitmap font, no size
+        font = ImageFont.load_default()
+    line = 16
     n = len(tiles)
     cols = max(1, min(cols, n)) if n else 1
     rows = (n + cols - 1) // cols

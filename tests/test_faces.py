@@ -444,3 +444,22 @@ def test_sfew_frames_have_faces(sfew_root, tmp_path):
                 abs(eye_angle(apply_transform(align_matrix(r.landmarks, 160, 0.1), r.landmarks)))
                 < 3
             )
+
+
+def test_contact_sheet_layout_and_status_borders():
+    from fertool.contact import MARKS, contact_sheet
+
+    tiles = [np.full((160, 160, 3), v, np.uint8) for v in (50, 100, 150)] + [None]
+    marks = ["ok", "fallback", "several", "error"]
+    sheet = contact_sheet(tiles, marks, ["a", "b", "c", "d"], cols=2, tile=96, border=4)
+    assert sheet.dtype == np.uint8 and sheet.shape[1] == 420  # two tiles, widened for the legend
+    header = sheet.shape[0] - 2 * (96 + 16) - 2
+    for k, mark in enumerate(marks):
+        r, c = divmod(k, 2)
+        y0, x0 = header + r * (96 + 16), c * 96
+        assert tuple(sheet[y0 + 1, x0 + 1]) == MARKS[mark][0], mark  # the border's colour
+        centre = sheet[y0 + 48, x0 + 48]
+        expected = (200, 200, 200) if tiles[k] is None else tiles[k][0, 0]
+        np.testing.assert_array_equal(centre, expected)
+    with pytest.raises(ValueError, match="unknown marks"):
+        contact_sheet(tiles[:1], ["bogus"])
