@@ -222,6 +222,13 @@ def test_cli_export_with_int8_on_a_calibration_folder(tmp_path):
     assert side8["float32_sha256"] == read_json(out.with_suffix(".json"))["sha256"]
     # Random weights make near-uniform probabilities; int8 stays close to float32 anyway.
     assert check["max_abs_diff"] < 0.05
+    # Outputs stay float: no probabilities rounded to multiples of 1/255.
+    import onnx
+
+    graph = onnx.load(str(out.with_name("cli.int8.onnx"))).graph
+    producer = {name: node.op_type for node in graph.node for name in node.output}
+    assert {o.name: producer[o.name] for o in graph.output} == {
+        "probabilities": "Softmax", "logits": "Gemm", "embedding": "Div"}
     res = CliRunner().invoke(main, ["export-onnx", str(run), "--out", str(out)])
     assert res.exit_code == 1 and "--force" in res.output
 
