@@ -31,14 +31,14 @@ class AugmentConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AugmentConfig":
+    def from_dict(cls, d: dict) -> AugmentConfig:
         d = dict(d)
         if "erase_area" in d:
             d["erase_area"] = tuple(d["erase_area"])
         return cls(**d)
 
     @classmethod
-    def none(cls) -> "AugmentConfig":
+    def none(cls) -> AugmentConfig:
         return cls(0, 0, 0, 0, 0, 0, 0, 0)
 
     @property
@@ -105,8 +105,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
             for i in range(n):
                 if not do[i]:
                     continue
-                eh = max(1, min(h, int(round(math.sqrt(area[i] * h * w * aspect[i])))))
-                ew = max(1, min(w, int(round(math.sqrt(area[i] * h * w / aspect[i])))))
+                eh = max(1, min(h, round(math.sqrt(area[i] * h * w * aspect[i]))))
+                ew = max(1, min(w, round(math.sqrt(area[i] * h * w / aspect[i]))))
                 y0, x0 = int(fy[i] * (h - eh)), int(fx[i] * (w - ew))
                 x[i, :, y0 : y0 + eh, x0 : x0 + ew] = fill[i].to(dev, x.dtype)[:, None, None]
     return x

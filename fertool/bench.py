@@ -208,8 +208,8 @@ def bench_backbone(
 
 def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig) -> None:
     """MTCNN (with alignment of the faces found) at full and half resolution."""
-    from fertool.faces import FaceConfig, FaceStage
     from fertool.env import torch_threads
+    from fertool.faces import FaceConfig, FaceStage
 
     threads = cfg.detector_threads
     for scale, what in ((1.0, "MTCNN full resolution"), (0.5, "MTCNN half resolution")):

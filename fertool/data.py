@@ -114,7 +114,7 @@ class Manifest:
             out[s.label] += 1
         return out
 
-    def subset(self, idx) -> "Manifest":
+    def subset(self, idx) -> Manifest:
         return Manifest(self.root, [self.samples[i] for i in idx], list(self.unknown_folders))
 
 
@@ -140,7 +140,7 @@ def discover(root: str | os.PathLike, group: str | None = "sfew") -> Manifest:
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; expected a folder with one sub-folder per class")
     if group in (None, "none"):
-        group_fn = lambda p: Path(p).as_posix()  # noqa: E731
+        group_fn = lambda p: Path(p).as_posix()
     elif group == "sfew":
         group_fn = sfew_group
     else:
@@ -218,7 +218,11 @@ def make_splits(
     k-fold (``n_folds`` default 2) with no group on both sides. ``kfold``: for each seed, a
     stratified k-fold (default 5), grouped when ``grouped`` is true.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
+    from sklearn.model_selection import (
+        StratifiedGroupKFold,
+        StratifiedKFold,
+        StratifiedShuffleSplit,
+    )
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from fertool.errors import FertoolError
 
@@ -186,14 +186,14 @@ def _write_report(out: Path, faces, cmp, ft, exp, pred, steps) -> str:
         "",
         markdown_table(cmp.results),
         "",
-        f"Full comparison report: [compare/report.md](compare/report.md) (split hash "
-        f"`{cmp.split_hash}`).",
+        (f"Full comparison report: [compare/report.md](compare/report.md) (split hash "
+         f"`{cmp.split_hash}`)."),
         "",
         "## 3. Fine-tuning (CASIA-WebFace FaceNet, 6 layers unfrozen)",
         "",
-        f"Test accuracy {_pct(r['accuracy_mean'])}, macro-F1 {_pct(r['macro_f1'])} "
-        f"(best epoch {r['details']['best_epoch']} of {r['details']['epochs_run']}); "
-        "run folder [run/](run/report.md).",
+        (f"Test accuracy {_pct(r['accuracy_mean'])}, macro-F1 {_pct(r['macro_f1'])} "
+         f"(best epoch {r['details']['best_epoch']} of {r['details']['epochs_run']}); "
+         "run folder [run/](run/report.md)."),
         "",
         "![training curves](run/curves.png)",
         "",
@@ -209,9 +209,9 @@ def _write_report(out: Path, faces, cmp, ft, exp, pred, steps) -> str:
         "",
         "## 4. ONNX export",
         "",
-        f"- float32: `{exp.float32.path.name}`, {exp.float32.bytes / 1e6:.1f} MB, max abs "
-        f"difference of probabilities against torch {exp.parity.probabilities:.2e} "
-        f"over {exp.parity.n} faces",
+        (f"- float32: `{exp.float32.path.name}`, {exp.float32.bytes / 1e6:.1f} MB, max abs "
+         f"difference of probabilities against torch {exp.parity.probabilities:.2e} "
+         f"over {exp.parity.n} faces"),
     ]
     if exp.int8 is not None:
         checks = exp.int8.checks.get("int8_vs_float32", {})
@@ -241,8 +241,8 @@ def _write_report(out: Path, faces, cmp, ft, exp, pred, steps) -> str:
         "```",
         "fertool faces --data DATA --out faces-out",
         "fertool compare-baselines --data DATA --protocol movie --out report-movie",
-        "fertool finetune --data DATA --weights casia-webface --unfreeze 9 --protocol movie "
-        "--fold 0 --out runs/movie0",
+        ("fertool finetune --data DATA --weights casia-webface --unfreeze 9 --protocol movie "
+         "--fold 0 --out runs/movie0"),
         "fertool export-onnx runs/movie0 --int8",
         "fertool predict FOLDER --model exports/movie0.onnx --out predictions.csv",
         "```",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from importlib import metadata
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 _PACKAGES = (

@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -220,7 +221,7 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
 def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     """Linear warm-up, then cosine decay to zero, stepped per batch."""
     total = max(1, cfg.epochs * steps_per_epoch)
-    warm = min(total - 1, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    warm = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
 
     def factor(step: int) -> float:
         if step < warm:

@@ -49,14 +49,13 @@ def test_help_does_not_import_torch():
 
 def _readme_commands() -> list[list[str]]:
     text = README.read_text()
-    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.DOTALL)
     cmds = []
     for block in blocks:
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.split("  #")[0].strip()
-            if line.startswith("$ "):
-                line = line[2:]
+            line = line.removeprefix("$ ")
             if line.startswith("fertool "):
                 cmds.append(shlex.split(line))
     return cmds

@@ -37,7 +37,7 @@ def test_report_says_synthetic_and_has_every_section(demo):
         assert section in text
     # Every method of the comparison has a row with an accuracy figure.
     for method in ("lpq", "phog", "facenet-casia-webface/svm-rbf"):
-        assert re.search(rf"^\| {re.escape(method)} \| \d+\.\d", text, re.M), method
+        assert re.search(rf"^\| {re.escape(method)} \| \d+\.\d", text, re.MULTILINE), method
     # Progress: one announced line and one "done" line per step.
     assert sum(line.startswith("[") for line in lines) == len(res.steps) == 7
     assert sum("done in" in line for line in lines) == 7

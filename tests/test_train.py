@@ -23,9 +23,9 @@ def tiny_dataset(tmp_path_factory):
 
 
 def _cfg(data, out, **kw):
-    base = dict(data=str(data), out=str(out), weights=None, unfreeze=2, epochs=3, batch_size=8,
-                protocol="movie", val_fraction=0.25, tta_flip=False,
-                cache_dir=str(data.parent / "faces"))
+    base = {"data": str(data), "out": str(out), "weights": None, "unfreeze": 2, "epochs": 3,
+            "batch_size": 8, "protocol": "movie", "val_fraction": 0.25, "tta_flip": False,
+            "cache_dir": str(data.parent / "faces")}
     base.update(kw)
     return TrainConfig(**base)
 

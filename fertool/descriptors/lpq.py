@@ -19,6 +19,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from fertool.descriptors._validate import as_float
+
 MODES = ("nh", "h", "im")
 
 #: Input pixels per chunk when processing a stack: about 1 MB per float64 work array, which keeps
@@ -58,23 +60,6 @@ def _check_grid(grid) -> tuple[int, int]:
         if isinstance(g, bool) or not isinstance(g, Integral) or g < 1:
             raise ValueError(message)
     return int(gy), int(gx)
-
-
-def _as_float(array, ndim: int, name: str) -> np.ndarray:
-    """Validate a real, finite array of ``ndim`` dimensions and return it as float64."""
-    arr = np.asarray(array)
-    if arr.ndim != ndim:
-        what = "a 2-D grey image (H, W)" if ndim == 2 else "a stack of grey images (N, H, W)"
-        hint = "; convert colour images to grey first" if arr.ndim == ndim + 1 else ""
-        raise ValueError(f"{name} must be {what}, got an array of shape {arr.shape}{hint}")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must hold real numbers (integer or float), got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values; LPQ needs finite pixel values")
-    return arr
 
 
 def _check_size(shape, window: int, name: str, need=None) -> None:
@@ -249,7 +234,7 @@ def lpq_batch(
         ``(N, H - window + 1, W - window + 1)`` uint8 code images ('im').
     """
     window, rho, mode = _check_window(window), _check_rho(rho), _check_mode(mode)
-    stack = _as_float(images, 3, "images")
+    stack = as_float(images, 3, "images", "LPQ")
     _check_size(stack.shape, window, "each image")
     codes = _codes_stack(stack, window, rho, bool(decorrelate))
     if mode == "im":
@@ -294,7 +279,7 @@ def lpq(
            local phase quantization. ICISP 2008, LNCS 5099, pp. 236-243.
     """
     window, rho, mode = _check_window(window), _check_rho(rho), _check_mode(mode)
-    img = _as_float(image, 2, "image")
+    img = as_float(image, 2, "image", "LPQ")
     _check_size(img.shape, window, "image")
     return lpq_batch(img[None], window, rho, decorrelate, mode)[0]
 
@@ -320,7 +305,7 @@ def lpq_grid_batch(
     features : (N, grid[0] * grid[1] * 256) ndarray
         float64, one normalised histogram per cell, cells in row-major order.
     """
-    stack = _as_float(images, 3, "images")
+    stack = as_float(images, 3, "images", "LPQ")
     return _grid_stack(stack, grid, window, rho, decorrelate, "each image")
 
 
@@ -372,7 +357,7 @@ def lpq_grid(
     ValueError
         If a cell would be smaller than ``window x window``, or as :func:`lpq`.
     """
-    img = _as_float(image, 2, "image")
+    img = as_float(image, 2, "image", "LPQ")
     return _grid_stack(img[None], grid, window, rho, decorrelate, "image")[0]
 
 

@@ -25,6 +25,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from fertool.descriptors._validate import as_float
+
 ANGLES = (180, 360)
 
 #: Pixels per chunk of a stack (keeps the vectorised passes in cache).
@@ -50,22 +52,6 @@ def _check_params(bins, levels, angle, sigma) -> tuple[int, int, int, float]:
     if isinstance(sigma, bool) or not isinstance(sigma, Real) or not sigma > 0:
         raise ValueError(f"sigma must be a positive number (for example sqrt(2)), got {sigma!r}")
     return int(bins), int(levels), int(angle), float(sigma)
-
-
-def _as_float(array, ndim: int, name: str) -> np.ndarray:
-    arr = np.asarray(array)
-    if arr.ndim != ndim:
-        what = "a 2-D grey image (H, W)" if ndim == 2 else "a stack of grey images (N, H, W)"
-        hint = "; convert colour images to grey first" if arr.ndim == ndim + 1 else ""
-        raise ValueError(f"{name} must be {what}, got shape {arr.shape}{hint}")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must hold real numbers (integer or float), got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values; PHOG needs finite pixel values")
-    return arr
 
 
 def _check_roi(roi, shape, levels) -> tuple[int, int, int, int]:
@@ -223,7 +209,7 @@ def phog(
            pyramid kernel. CIVR 2007, pp. 401-408.
     """
     bins, levels, angle, sigma = _check_params(bins, levels, angle, sigma)
-    g = _as_float(image, 2, "image")
+    g = as_float(image, 2, "image", "PHOG")
     return _phog_stack(g[None], bins, levels, angle, roi, sigma)[0]
 
 
@@ -251,7 +237,7 @@ def phog_batch(
         float64, one row per image.
     """
     bins, levels, angle, sigma = _check_params(bins, levels, angle, sigma)
-    stack = _as_float(images, 3, "images")
+    stack = as_float(images, 3, "images", "PHOG")
     _check_roi(roi, stack.shape[1:], levels)
     out = np.empty((stack.shape[0], phog_length(bins, levels)))
     step = max(1, _CHUNK_PIXELS // max(1, stack.shape[1] * stack.shape[2]))
