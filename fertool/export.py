@@ -547,6 +547,7 @@ def export_run(
                 "method": "minmax",
                 "format": "QDQ",
                 "per_channel": True,
+                "reduce_range": True,
             }
             props8 = build_metadata(
                 run.preprocessing,

@@ -185,27 +185,15 @@ def test_resume_refuses_output_of_another_model(model, mixed, tmp_path):
         predict_paths([good], other, out, resume=True, progress=False)
 
 
+def _predict_cmd(folder: Path, tiny: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fertool", "predict", str(folder), "--model", str(tiny),
+            "--out", str(out), "--batch-size", "4", "--no-cache", "--providers", "cpu", "-q",
+            *extra]
+
+
 def _start(folder: Path, tiny: Path, out: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "fertool",
-        "predict",
-        str(folder),
-        "--model",
-        str(tiny),
-        "--out",
-        str(out),
-        "--batch-size",
-        "4",
-        "--no-cache",
-        "--providers",
-        "cpu",
-        "-q",
-    ]
-    return subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
-    )
+    return subprocess.Popen(_predict_cmd(folder, tiny, out), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
 
 
 def _wait_for_rows(proc: subprocess.Popen, partial: Path, rows: int, limit_s: float = 300) -> None:
@@ -237,32 +225,8 @@ def test_resume_after_a_kill_completes_without_duplicates(sig, model, tiny, tmp_
     assert 8 <= done_before < 24
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "--resume" in err
-    res = subprocess.run(
-        check=False,
-        args=[
-            sys.executable,
-            "-m",
-            "fertool",
-            "predict",
-            str(folder),
-            "--model",
-            str(tiny),
-            "--out",
-            str(out),
-            "--batch-size",
-            "4",
-            "--no-cache",
-            "--providers",
-            "cpu",
-            "-q",
-            "--resume",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=_env(),
-    )
+    res = subprocess.run(_predict_cmd(folder, tiny, out, "--resume"), check=False, cwd=REPO,
+                         capture_output=True, text=True, timeout=600, env=_env())
     assert res.returncode == 0, res.stderr
     assert "resumed:" in res.stdout
     rows = _rows(out)
