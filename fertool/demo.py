@@ -220,8 +220,8 @@ def _write_report(out: Path, faces, cmp, ft, exp, pred, steps) -> str:
             extra = (f", test accuracy {_pct(checks['int8_accuracy'])} vs float32 "
                      f"{_pct(checks['float32_accuracy'])}, same class on "
                      f"{_pct(checks['agreement'])} of test faces")
-        lines.append(f"- int8 (static QDQ, per-channel): `{exp.int8.path.name}`, "
-                     f"{exp.int8.bytes / 1e6:.1f} MB{extra}")
+        lines.append(f"- int8 (static QDQ, per-channel 7-bit weights, float outputs): "
+                     f"`{exp.int8.path.name}`, {exp.int8.bytes / 1e6:.1f} MB{extra}")
     lines += [
         "",
         "## 5. Batch prediction",

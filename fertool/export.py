@@ -475,7 +475,8 @@ def export_run(
         The float32 model; default :func:`default_output`. The int8 model goes next to it as
         ``NAME.int8.onnx``; sidecars as ``NAME.json`` / ``NAME.int8.json``.
     int8 : bool
-        Also write a static QDQ int8 model (per-channel weights) calibrated on training crops.
+        Also write a static QDQ int8 model (per-channel 7-bit weights, float outputs),
+        calibrated on training crops.
     calibration : path, optional
         A folder of images to take calibration and parity faces from, instead of the run's data.
     opset : int
