@@ -19,8 +19,8 @@ from fertool.cli._options import force_option
 @click.option(
     "--int8",
     is_flag=True,
-    help="Also write a static int8 model (QDQ, per-channel 7-bit weights, float outputs) calibrated on "
-    "training crops, and report its accuracy against float32 on the test part.",
+    help="Also write a static int8 model (QDQ, per-channel 7-bit weights, float outputs) "
+    "calibrated on training crops, and report its accuracy against float32 on the test part.",
 )
 @click.option(
     "--calibration",
