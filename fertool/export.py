@@ -298,6 +298,12 @@ def torch_to_onnx(
                 do_constant_folding=True,
             )
         else:
+            try:
+                import onnxscript  # noqa: F401  (torch's dynamo exporter builds the graph with it)
+            except ImportError:
+                raise FertoolError(
+                    "the dynamo ONNX exporter needs onnxscript: pip install onnxscript"
+                ) from None
             if opset < DYNAMO_MIN_OPSET:
                 # Its down-conversion fails on this graph (and prints a traceback doing so).
                 log.info("the dynamo exporter writes opset %d at least", DYNAMO_MIN_OPSET)
