@@ -506,7 +506,8 @@ def to_markdown(res: BenchResult) -> str:
 
 
 def write_bench(res: BenchResult, out: str | os.PathLike, force: bool = False) -> tuple[Path, Path]:
-    """Write ``bench.md`` and ``bench.json`` into ``out`` (atomically; no overwrite without force)."""
+    """Write ``bench.md`` and ``bench.json`` into ``out`` (atomically; no overwrite without
+    force)."""
     from fertool.io import check_writable, write_json, write_text
 
     out = Path(out)

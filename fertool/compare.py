@@ -1,4 +1,5 @@
-"""Compare hand-crafted baselines, FaceNet features and fine-tuned runs on the same faces and splits.
+"""Compare hand-crafted baselines, FaceNet features and fine-tuned runs on the same faces and
+splits.
 
 ::
 
@@ -372,7 +373,9 @@ def _inner_groups(protocol: str, groups: np.ndarray) -> np.ndarray | None:
     return groups
 
 
-def _summarise(name: str, folds: list[dict], evals: list, details: dict, seconds: float) -> MethodResult:
+def _summarise(
+    name: str, folds: list[dict], evals: list, details: dict, seconds: float
+) -> MethodResult:
     from fertool.metrics import summarise
 
     s = summarise(evals)
@@ -467,7 +470,9 @@ def _read_run(run_dir: Path) -> _RunInfo:
     return _RunInfo(run_dir, str(method), str(split_hash), str(report.get("protocol", "?")), report)
 
 
-def _finetuned_predictions(run_dir: Path, crops: np.ndarray, device: str | None) -> tuple[np.ndarray, dict]:
+def _finetuned_predictions(
+    run_dir: Path, crops: np.ndarray, device: str | None
+) -> tuple[np.ndarray, dict]:
     """Predicted label ids of ``crops`` by the run's ``best.pt``, and what was loaded."""
     import torch
 
@@ -483,7 +488,8 @@ def _finetuned_predictions(run_dir: Path, crops: np.ndarray, device: str | None)
         raise FertoolError(f"{run_dir}: the model's labels {list(pre.labels)} are not fertool's 7")
     if crops.shape[1] != pre.size:
         raise FertoolError(
-            f"{run_dir}: the model expects {pre.size}px crops, this comparison has {crops.shape[1]}px"
+            f"{run_dir}: the model expects {pre.size}px crops, "
+            f"this comparison has {crops.shape[1]}px"
         )
     config = from_json(ckpt["config"]) if "config" in ckpt else {}
     model = FerNet(len(pre.labels), pre)
@@ -581,7 +587,8 @@ def finetuned_results(
             out.append(_unavailable(
                 f"{run.method}@{run_dir.name}",
                 f"not comparable: {run_dir} was trained and tested on split {run.split_hash} "
-                f"({run.protocol} protocol), which is not one of this comparison's splits ({known})",
+                f"({run.protocol} protocol), "
+                f"which is not one of this comparison's splits ({known})",
                 run_dir=str(run_dir), split_hash=run.split_hash,
             ))
             continue
@@ -638,7 +645,9 @@ def _prepare_faces(manifest, face_cfg, cache_dir, progress):
     return crops, row_of, stats
 
 
-def _all_features(cfg: CompareConfig, plans, crops, progress, timings) -> tuple[dict, Any, str | None]:
+def _all_features(
+    cfg: CompareConfig, plans, crops, progress, timings
+) -> tuple[dict, Any, str | None]:
     """Every feature source the plans need, once for all crops; the weights used (or why not)."""
     from fertool.errors import WeightsFormatError, WeightsUnavailableError
 
@@ -654,9 +663,15 @@ def _all_features(cfg: CompareConfig, plans, crops, progress, timings) -> tuple[
                                                 batch_size=cfg.batch_size, progress=progress)
     except (WeightsUnavailableError, WeightsFormatError) as exc:
         log.warning("FaceNet methods not run: %s", exc)
-        return features, {"name": str(cfg.weights), "error": str(exc)}, f"weights unavailable: {exc}"
+        return (
+            features,
+            {"name": str(cfg.weights), "error": str(exc)},
+            f"weights unavailable: {exc}",
+        )
     timings["facenet features"] = secs
-    features.update({src: by_layer[layer] for src, layer in FACENET_LAYERS.items() if layer in by_layer})
+    features.update(
+        {src: by_layer[layer] for src, layer in FACENET_LAYERS.items() if layer in by_layer}
+    )
     if info is None:
         return features, {"name": "none", "note": "random initialisation"}, None
     return features, {"name": info.name, "sha256": info.sha256, "source": info.source}, None
@@ -701,7 +716,9 @@ def _confusion_figures(results: list[MethodResult], out: Path, protocol: str) ->
             continue  # a recorded fine-tuning copy without checkpoint has no confusion matrix here
         fname = f"confusion_{_slug(r.method)}.png"
         title = f"{r.method}: {protocol}, summed over {r.n_folds} test part(s)"
-        save_figure(plot_confusion(np.array(r.details["confusion_sum"]), LABELS, title), out / fname)
+        save_figure(
+            plot_confusion(np.array(r.details["confusion_sum"]), LABELS, title), out / fname
+        )
         figures[f"{r.method} (summed over {r.n_folds} test parts)"] = fname
     return figures
 
@@ -792,7 +809,8 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
 def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
     what = {
         "paper": f"stratified 50/50 split, repeated over seeds {', '.join(map(str, seeds))}",
-        "movie": f"{len(splits)} folds with no movie on both sides (seed {', '.join(map(str, seeds))})",
+        "movie": f"{len(splits)} folds with no movie on both sides "
+                 f"(seed {', '.join(map(str, seeds))})",
         "kfold": f"stratified {len(splits) // max(1, len(seeds))}-fold, seeds "
                  f"{', '.join(map(str, seeds))}",
     }[cfg.protocol]

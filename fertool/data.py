@@ -138,7 +138,9 @@ def discover(root: str | os.PathLike, group: str | None = "sfew") -> Manifest:
     if not root.exists():
         raise DatasetError(f"dataset folder {root} does not exist")
     if not root.is_dir():
-        raise DatasetError(f"{root} is not a folder; expected a folder with one sub-folder per class")
+        raise DatasetError(
+            f"{root} is not a folder; expected a folder with one sub-folder per class"
+        )
     if group in (None, "none"):
         group_fn = lambda p: Path(p).as_posix()
     elif group == "sfew":
@@ -194,7 +196,9 @@ def _hash_indices(manifest: Manifest, protocol: str, train, test) -> str:
     h = hashlib.sha256(protocol.encode())
     for tag, idx in (("train", train), ("test", test)):
         h.update(f"\n[{tag}]\n".encode())
-        h.update("\n".join(sorted(manifest.relpath(manifest.samples[i].path) for i in idx)).encode())
+        h.update(
+            "\n".join(sorted(manifest.relpath(manifest.samples[i].path) for i in idx)).encode()
+        )
     return h.hexdigest()[:16]
 
 
@@ -241,7 +245,9 @@ def make_splits(
                 raise DatasetError(
                     f"the movie protocol needs at least {k} groups; this dataset has {n_groups}"
                 )
-            parts = list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups))
+            parts = list(
+                StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups)
+            )
         else:
             k = n_folds or 5
             if grouped and len(set(groups)) < len(groups):
@@ -252,12 +258,18 @@ def make_splits(
                 parts = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y))
         for fold, (tr, te) in enumerate(parts):
             tr, te = np.sort(tr), np.sort(te)
-            out.append(Split(protocol, seed, fold, tr, te, _hash_indices(manifest, protocol, tr, te)))
+            out.append(
+                Split(protocol, seed, fold, tr, te, _hash_indices(manifest, protocol, tr, te))
+            )
     return out
 
 
 def carve_validation(
-    manifest: Manifest, train: np.ndarray, fraction: float = 0.2, seed: int = 0, grouped: bool = True
+    manifest: Manifest,
+    train: np.ndarray,
+    fraction: float = 0.2,
+    seed: int = 0,
+    grouped: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split training indices into (fit, validation), stratified and grouped like the protocol.
 
@@ -272,7 +284,11 @@ def carve_validation(
     if grouped and len(set(groups)) < len(groups):
         # As many folds as the fraction asks, but no more than groups or the largest class allow.
         k = max(2, min(round(1 / fraction), len(set(groups)), int(np.bincount(y).max())))
-        fit, val = next(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups))
+        fit, val = next(
+            StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups)
+        )
     else:
-        fit, val = next(StratifiedShuffleSplit(1, test_size=fraction, random_state=seed).split(X, y))
+        fit, val = next(
+            StratifiedShuffleSplit(1, test_size=fraction, random_state=seed).split(X, y)
+        )
     return np.sort(train[fit]), np.sort(train[val])

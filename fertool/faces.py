@@ -198,7 +198,8 @@ class FaceAnalysis:
 
 
 def choose_face(boxes: np.ndarray, scores: np.ndarray, shape: tuple[int, int], policy: str) -> int:
-    """Index of the face ``policy`` picks among ``boxes`` ((n, 4), n >= 1) in an image of ``shape``."""
+    """Index of the face ``policy`` picks among ``boxes`` ((n, 4), n >= 1) in an image of
+    ``shape``."""
     boxes = np.asarray(boxes, dtype=np.float64)
     if policy == "largest":
         return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))

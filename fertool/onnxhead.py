@@ -191,7 +191,8 @@ def _rename(graph, old: str, new: str) -> None:
 
 
 def join(backbone: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
-    """Feed the backbone's ``embedding`` into the head; outputs probabilities (+scores), embedding."""
+    """Feed the backbone's ``embedding`` into the head; outputs probabilities (+scores),
+    embedding."""
     import onnx.compose
     import onnx.utils
 

@@ -111,8 +111,10 @@ def write_report(
         if key in ("versions", "splits"):
             continue
         if isinstance(value, (dict, list)):
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else (
-                ", ".join(map(str, value))
+            value = (
+                ", ".join(f"{k}={v}" for k, v in value.items())
+                if isinstance(value, dict)
+                else ", ".join(map(str, value))
             )
         md.append(f"- {key}: `{value}`" if key != "command" else f"- command: `{value}`")
     if "versions" in meta:

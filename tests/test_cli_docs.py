@@ -70,7 +70,11 @@ def test_readme_commands_exist_with_their_options():
         if name.startswith("-"):
             continue
         assert name in cmds, f"README shows `fertool {name}`, which does not exist"
-        known = {o for p in cmds[name].params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+        known = {
+            o
+            for p in cmds[name].params
+            for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])
+        }
         known |= {"--help", "-h"}
         for tok in argv[2:]:
             if tok.startswith("--"):

@@ -69,7 +69,10 @@ def test_plan_methods_names():
         ("facenet-my-net-pool/pca+logreg", "facenet-pool", "pca+logreg"),
         ("lpq/logreg", "lpq", "logreg"),
     ]
-    assert plan_methods(["facenet"], heads=["svm-rbf"], weights="none")[0].name == "facenet-none/svm-rbf"
+    assert (
+        plan_methods(["facenet"], heads=["svm-rbf"], weights="none")[0].name
+        == "facenet-none/svm-rbf"
+    )
 
 
 def test_plan_methods_errors():
@@ -117,7 +120,10 @@ def test_report_paper_protocol(dataset, tmp_path):
         assert set(r["per_class_recall"]) == set(manifest.classes)
     # lpq+phog is the two descriptors side by side
     details = {r["method"]: r["details"] for r in report["results"]}
-    assert details["lpq+phog"]["features"] == details["lpq"]["features"] + details["phog"]["features"]
+    assert (
+        details["lpq+phog"]["features"]
+        == details["lpq"]["features"] + details["phog"]["features"]
+    )
     assert details["lpq"]["features"] == 8 * 8 * 256  # defaults: 8x8 cells, 12 bins, 3 levels
     assert details["phog"]["features"] == 12 * (1 + 4 + 16 + 64)
 
@@ -275,7 +281,10 @@ def test_finetuned_run_same_split_and_other_split(dataset, tmp_path):
     assert fold["accuracy"] == pytest.approx(trained["results"][0]["accuracy_mean"])
     assert ft.details["covers"] == "1 of 2 test parts"
     md = (out / "report.md").read_text()
-    assert f"`{method}` covers 1 of 2 test parts (paper-seed1-fold0); on the same part(s): phog" in md
+    assert (
+        f"`{method}` covers 1 of 2 test parts (paper-seed1-fold0); "
+        "on the same part(s): phog"
+    ) in md
 
     assert fold["evaluated_from"] == "best.pt" and (out / f"confusion_{method}.png").is_file()
 

@@ -1,4 +1,5 @@
-"""Folder inference: walk order, every file accounted for, CSV/JSONL, all faces, resume after a kill."""
+"""Folder inference: walk order, every file accounted for, CSV/JSONL, all faces, resume after a
+kill."""
 
 from __future__ import annotations
 

@@ -60,7 +60,9 @@ class FertoolGroup(click.Group):
         except FertoolError as exc:
             raise click.ClickException(str(exc)) from exc
         except KeyboardInterrupt:
-            click.echo("\nInterrupted; files already written are complete (atomic writes).", err=True)
+            click.echo(
+                "\nInterrupted; files already written are complete (atomic writes).", err=True
+            )
             sys.exit(130)
 
 

@@ -52,7 +52,9 @@ def parse_seeds(text: str) -> list[int]:
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--seeds")
+        raise click.BadParameter(
+            f"expected comma-separated integers, got {text!r}", param_hint="--seeds"
+        )
 
 
 def face_options(f):

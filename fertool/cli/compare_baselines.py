@@ -69,7 +69,8 @@ def _grid(ctx, param, value: str) -> tuple[int, int]:
               help="Map on the descriptor histograms before the head (sqrt: Hellinger).")
 @click.option("--cv", type=click.IntRange(2), default=3, show_default=True,
               help="Inner folds of the hyperparameter search (inside each training part).")
-@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--device", default=None,
+              help="torch device (default: cuda when available, else cpu).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
               help="FaceNet batch size.")
 @face_options

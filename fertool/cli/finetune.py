@@ -58,7 +58,8 @@ from fertool.cli._options import data_option, face_options, force_option, group_
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA).")
 @click.option("--monitor-angles", is_flag=True,
               help="Gedeon's angular-separation monitor on one layer, every epoch.")
-@click.option("--monitor-layer", default=None, help="Layer to monitor (default: last trainable block).")
+@click.option("--monitor-layer", default=None,
+              help="Layer to monitor (default: last trainable block).")
 @click.option("--monitor-neurons", type=click.IntRange(2), default=512, show_default=True,
               help="Neurons sampled (once, seeded) from the monitored layer.")
 @click.option("--monitor-probe", type=click.IntRange(2), default=64, show_default=True,
@@ -67,7 +68,8 @@ from fertool.cli._options import data_option, face_options, force_option, group_
               help="Epochs without movement (while the loss changes) before 'stuck'.")
 @click.option("--monitor-stop", is_flag=True, help="Stop training when the monitor says stuck.")
 @face_options
-@click.option("--dry-run", is_flag=True, help="Print the plan (device, parameters, split) and exit.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (device, parameters, split) and exit.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
 @force_option
 def command(data, out, dry_run, resume, force, augment, face_policy, no_face, detect_scale,
@@ -116,13 +118,18 @@ def _plan(cfg) -> None:
     m = discover(cfg.data, group=cfg.group)
     splits = make_splits(m, cfg.protocol, seeds=[cfg.split_seed], n_folds=cfg.n_folds)
     if not 0 <= cfg.fold < len(splits):
-        raise click.BadParameter(f"{cfg.fold} out of range ({len(splits)} folds)", param_hint="--fold")
+        raise click.BadParameter(
+            f"{cfg.fold} out of range ({len(splits)} folds)", param_hint="--fold"
+        )
     s = splits[cfg.fold]
     fit, val = carve_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
                                 grouped=cfg.protocol != "paper")
     model = FerNet()
     model.set_unfreeze(cfg.unfreeze)
-    click.echo(f"device: {device}" + (" (mixed precision)" if device.startswith("cuda") and cfg.amp else ""))
+    click.echo(
+        f"device: {device}"
+        + (" (mixed precision)" if device.startswith("cuda") and cfg.amp else "")
+    )
     click.echo(f"weights: {cfg.weights or 'none (random initialisation)'}")
     click.echo(f"unfreeze: {cfg.unfreeze} -> trainable parameters {trainable_parameters(model):,} "
                f"of {sum(p.numel() for p in model.parameters()):,}")

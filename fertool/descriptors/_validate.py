@@ -21,5 +21,7 @@ def as_float(array, ndim: int, name: str, method: str) -> np.ndarray:
         raise ValueError(f"{name} must hold real numbers (integer or float), got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values; {method} needs finite pixel values")
+        raise ValueError(
+            f"{name} contains NaN or infinite values; {method} needs finite pixel values"
+        )
     return arr

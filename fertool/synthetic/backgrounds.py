@@ -54,8 +54,10 @@ def _background(rng: np.random.Generator, h: int, w: int, kinds: tuple[str, ...]
         for cell, amp in ((int(rng.integers(24, 64)), 1.0), (int(rng.integers(6, 16)), 0.35)):
             grid = rng.normal(0, 1, (h // cell + 2, w // cell + 2, 3)).astype(np.float32)
             grid = 0.7 * grid.mean(axis=2, keepdims=True) + 0.3 * grid
-            up = np.stack([np.asarray(Image.fromarray(grid[..., c], mode="F").resize((w, h), Image.BICUBIC))
-                           for c in range(3)], axis=-1)  # fmt: skip
+            up = np.stack([
+                np.asarray(Image.fromarray(grid[..., c], mode="F").resize((w, h), Image.BICUBIC))
+                for c in range(3)
+            ], axis=-1)  # fmt: skip
             bg = bg + amp * float(rng.uniform(25, 50)) * up
     elif kind == "clutter":
         ss = 2

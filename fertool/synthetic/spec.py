@@ -115,7 +115,8 @@ class SyntheticSpec:
         unknown = sorted(set(changes) - names)
         if unknown:
             raise TypeError(
-                f"unknown variation {', '.join(unknown)}; expected some of {', '.join(sorted(names))}"
+                f"unknown variation {', '.join(unknown)}; "
+                f"expected some of {', '.join(sorted(names))}"
             )
         return dataclasses.replace(self, **changes)
 
