@@ -196,8 +196,11 @@ def export_module(
     outputs : tuple of str
         Any of ``probabilities``, ``logits``, ``embedding``.
     flip : bool
-        Only with ``outputs=("embedding",)``: average the embedding of each crop with that of its
-        mirror image and normalise again (what ``fertool embed --flip-tta`` computes).
+        Test-time augmentation: run each crop and its mirror image as one batch and combine
+        them: ``probabilities`` is the mean of the two softmaxes (what ``fertool finetune``
+        reports with ``tta_flip``), ``logits`` the mean of the two, ``embedding`` the mean of
+        the two normalised embeddings, normalised again (what ``fertool embed --flip-tta``
+        computes). Twice the CNN work per crop.
     """
     import torch
     import torch.nn.functional as F
@@ -207,8 +210,6 @@ def export_module(
     unknown = set(outputs) - set(OUTPUT_NAMES)
     if unknown or not outputs:
         raise ValueError(f"outputs={outputs}; expected names among {OUTPUT_NAMES}")
-    if flip and tuple(outputs) != ("embedding",):
-        raise ValueError("flip=True is only for an embedding-only graph")
     stop = SEQUENCE.index("logits")
 
     class _ExportHeads(torch.nn.Module):
@@ -218,18 +219,24 @@ def export_module(
 
         def forward(self, x):
             b = self.net.backbone
-            if flip:
-                n = x.shape[0]
-                z = run_sequence(b, torch.cat([x, x.flip(-1)]), 0, stop)
-                e = F.normalize(z, p=2.0, dim=1)
-                return (F.normalize((e[:n] + e[n:]) / 2, p=2.0, dim=1),)
-            z = run_sequence(b, x, 0, stop)
-            logits = b.logits(z)
-            found = {
-                "probabilities": F.softmax(logits, dim=1),
-                "logits": logits,
-                "embedding": F.normalize(z, p=2.0, dim=1),
-            }
+            if not flip:
+                z = run_sequence(b, x, 0, stop)
+                logits = b.logits(z)
+                found = {
+                    "probabilities": F.softmax(logits, dim=1),
+                    "logits": logits,
+                    "embedding": F.normalize(z, p=2.0, dim=1),
+                }
+                return tuple(found[name] for name in outputs)
+            n = x.shape[0]
+            z = run_sequence(b, torch.cat([x, x.flip(-1)]), 0, stop)
+            e = F.normalize(z, p=2.0, dim=1)
+            found = {"embedding": F.normalize((e[:n] + e[n:]) / 2, p=2.0, dim=1)}
+            if tuple(outputs) != ("embedding",):
+                logits = b.logits(z)
+                p = F.softmax(logits, dim=1)
+                found["probabilities"] = (p[:n] + p[n:]) / 2
+                found["logits"] = (logits[:n] + logits[n:]) / 2
             return tuple(found[name] for name in outputs)
 
     return _ExportHeads(model).eval()
@@ -401,6 +408,7 @@ class ExportResult:
     parity: Parity
     seconds: float
     faces_source: str
+    tta_flip: bool = False
 
 
 def default_output(run_dir: str | os.PathLike, folder: str | os.PathLike = "exports") -> Path:
@@ -467,6 +475,7 @@ def export_run(
     tolerance: float = PARITY_TOLERANCE,
     n_parity: int = 64,
     n_calibration: int = 128,
+    tta_flip: bool | None = None,
     force: bool = False,
     progress: bool = True,
     faces: RunFaces | None = None,
@@ -491,6 +500,10 @@ def export_run(
         Largest accepted max-abs difference of float32 probabilities against torch.
     n_parity, n_calibration : int
         Faces used for the parity check and for calibration.
+    tta_flip : bool, optional
+        Put test-time flip augmentation in the graph (each crop and its mirror, probabilities
+        averaged; twice the CNN work). Default: as the run was evaluated (its ``tta_flip``), so
+        that the exported model reproduces the run's test scores.
     force : bool
         Overwrite existing files.
     faces : RunFaces, optional
@@ -524,17 +537,22 @@ def export_run(
         faces = run_faces(run, calibration, limit=max(n_calibration, n_parity), progress=progress)
     parity_x = faces.test[:n_parity] if len(faces.test) else faces.train[:n_parity]
 
+    if tta_flip is None:
+        tta_flip = bool(run.config.get("tta_flip", False))
+    tta = {"tta_flip": bool(tta_flip)}
     source = run.source()
     base_sidecar = {"command": _command(), "source": source, "weights": run.weights}
     with staging_dir(final) as tmp:
         staged = tmp / "float32.onnx"
-        log.info("exporting %s to ONNX (opset %d)", run.run_dir, opset)
-        torch_to_onnx(run.model, staged, opset=opset, exporter=exporter)
+        log.info("exporting %s to ONNX (opset %d%s)", run.run_dir, opset,
+                 ", flip TTA in the graph" if tta_flip else "")
+        torch_to_onnx(run.model, staged, opset=opset, exporter=exporter, flip=tta_flip)
         opset = graph_opset(staged)
-        props = build_metadata(run.preprocessing, source=source, weights=run.weights, opset=opset)
+        props = build_metadata(run.preprocessing, source=source, weights=run.weights, opset=opset,
+                               extra=tta)
         set_metadata(staged, props, doc=f"fertool expression model from run {run.run_dir.name}")
         check_onnx(staged)
-        parity = check_parity(staged, run.model, parity_x, tolerance)
+        parity = check_parity(staged, run.model, parity_x, tolerance, flip=tta_flip)
         log.info(
             "parity: max |p_onnx - p_torch| = %.2e over %d faces", parity.probabilities, parity.n
         )
@@ -562,7 +580,7 @@ def export_run(
                 weights=run.weights,
                 opset=opset,
                 precision="int8",
-                extra={"calibration": calib_info},
+                extra={"calibration": calib_info, **tta},
             )
             set_metadata(
                 staged8, props8, doc=f"fertool expression model from run {run.run_dir.name} (int8)"
@@ -596,7 +614,9 @@ def export_run(
                 {"onnx_checker": "passed", "int8_vs_float32": checks8, "faces": faces.source},
                 force,
             )
-    return ExportResult(float_file, int8_file, parity, time.perf_counter() - t0, faces.source)
+    return ExportResult(
+        float_file, int8_file, parity, time.perf_counter() - t0, faces.source, bool(tta_flip)
+    )
 
 
 def _command() -> str:

@@ -97,8 +97,11 @@ def check_parity(
     x: np.ndarray,
     tolerance: float = PARITY_TOLERANCE,
     batch_size: int = 16,
+    flip: bool = False,
 ) -> Parity:
     """Compare the ONNX model at ``path`` with ``model`` on standardised faces ``x``.
+
+    ``flip``: the graph has flip TTA in it, so the torch side runs it too.
 
     Raises
     ------
@@ -110,7 +113,7 @@ def check_parity(
     from fertool.export import run_torch
 
     got = run_onnx(ort_session(path), x, batch_size)
-    ref = run_torch(model, x, batch_size)
+    ref = run_torch(model, x, batch_size, flip=flip)
     parity = compare_outputs(got, ref, tolerance)
     if not parity.ok:
         raise ParityError(

@@ -147,17 +147,37 @@ def quantize_int8(
 
 
 def output_nodes(model_path: str | Path) -> list[str]:
-    """Names of the nodes that write the graph's outputs.
+    """Names of the head nodes that stay float32: everything after the shared trunk.
 
-    They stay float32: quantising them would round the probabilities to multiples of 1/255
-    (exact zeros, sums off 1) and the logits and embedding to 256 levels, for a negligible
-    saving (the 512x7 head, a softmax, a division).
+    The trunk ends at the last node (in the graph's topological order) that every output
+    depends on: FaceNet's 512-d bottleneck. What follows (normalisation, the 512x7 logits layer,
+    softmax, and the mirror-image averaging of a flip-TTA graph) is a negligible share of the
+    work, and quantising it would round probabilities to multiples of 1/255 (exact zeros, sums
+    off 1) and logits and embeddings to 256 levels. The nodes that write the outputs are always
+    included.
     """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    outputs = {o.name for o in graph.output}
-    return [n.name for n in graph.node if outputs.intersection(n.output)]
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output}
+
+    def ancestors(name: str) -> set[int]:
+        seen: set[int] = set()
+        stack = [producer[name]] if name in producer else []
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(producer[t] for t in graph.node[i].input if t in producer)
+        return seen
+
+    per_output = [ancestors(o.name) for o in graph.output]
+    if not per_output:
+        return []
+    trunk_end = max(set.intersection(*per_output), default=-1)
+    keep = {i for anc in per_output for i in anc if i > trunk_end}
+    keep |= {producer[o.name] for o in graph.output if o.name in producer}
+    return [graph.node[i].name for i in sorted(keep) if graph.node[i].name]
 
 
 class _DropQuantizerNotes(logging.Filter):

@@ -64,8 +64,17 @@ from fertool.cli._options import force_option
     show_default=True,
     help="torch's ONNX exporter (auto: torchscript while torch has it).",
 )
+@click.option(
+    "--tta-flip/--no-tta-flip",
+    default=None,
+    help="Put flip test-time augmentation in the graph (crop and mirror, probabilities "
+    "averaged; twice the CNN work). Default: as the run was evaluated. A --head export takes "
+    "it from the features the head was trained on.",
+)
 @force_option
-def command(run_dir, out, int8, calibration, head, weights, opset, tolerance, exporter, force):
+def command(
+    run_dir, out, int8, calibration, head, weights, opset, tolerance, exporter, tta_flip, force
+):
     """Export RUN_DIR's best model to ONNX, check it, and write its metadata sidecar.
 
     The graph takes standardised (N, 3, 160, 160) float32 crops (dynamic batch) and returns
@@ -82,6 +91,12 @@ def command(run_dir, out, int8, calibration, head, weights, opset, tolerance, ex
 
     if head is not None:
         from fertool.onnxhead import export_head
+
+        if tta_flip is not None:
+            raise click.UsageError(
+                "--tta-flip/--no-tta-flip is for run exports; a --head export uses the flip "
+                "setting of the embeddings the head was trained on"
+            )
 
         res = export_head(
             head,
@@ -108,11 +123,15 @@ def command(run_dir, out, int8, calibration, head, weights, opset, tolerance, ex
             opset=opset,
             exporter=exporter,
             tolerance=tolerance,
+            tta_flip=tta_flip,
             force=force,
         )
     f = res.float32
     p = res.parity
     click.echo(f"wrote {f.path} ({_mib(f.bytes)}, sha256 {f.sha256[:16]}) and {f.sidecar.name}")
+    if res.tta_flip:
+        click.echo("flip TTA is in the graph (crop and mirror, probabilities averaged); "
+                   "--no-tta-flip exports the single pass")
     click.echo(
         f"onnx.checker passed; parity with torch over {p.n} faces ({res.faces_source}): "
         f"max |dp| = {p.probabilities:.2e} (tolerance {p.tolerance:.0e}), "
