@@ -367,6 +367,19 @@ def bench_models(cfg: BenchConfig, work: Path, rng: np.random.Generator):
     return model, {"onnxruntime float32": fp32, "onnxruntime int8": i8}
 
 
+def _has_tta(paths: dict[str, Path | None]) -> bool:
+    """Whether a given model runs each crop and its mirror (``fertool.tta_flip`` metadata)."""
+    import onnx
+
+    from fertool.onnxmeta import decode_metadata
+
+    for path in paths.values():
+        if path is not None:
+            props = onnx.load(str(path), load_external_data=False).metadata_props
+            return bool(decode_metadata({p.key: p.value for p in props}).get("tta_flip", False))
+    return False
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, threads, load and versions of what was measured."""
     from fertool.env import versions
@@ -417,6 +430,7 @@ def run_bench(
         work = Path(tmp)
         say("models")
         model, onnx_paths = bench_models(cfg, work, rng)
+        res.config["model_tta_flip"] = _has_tta(onnx_paths)
         say("ceiling: matrix product and FLOPs")
         flops = model_flops(model)
         gflops = matmul_gflops(cfg.matmul_size, min(cfg.min_seconds, 2.0))
@@ -479,6 +493,11 @@ def to_markdown(res: BenchResult) -> str:
             f"the start, {m.get('load_average_end', '?')} at the end."
         ),
         f"Frames: {res.config.get('frames_source', '?')}.",
+        *(
+            [("The ONNX models have flip TTA in the graph: two CNN passes per image, so their "
+              "images/s compare with half the torch eager figure and the ceiling.")]
+            if res.config.get("model_tta_flip") else []
+        ),
         "",
         "| section | what | batch | images/s | measured over | note |",
         "|---|---|---:|---:|---|---|",

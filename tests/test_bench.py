@@ -48,6 +48,8 @@ def test_bench_smoke_run_writes_markdown_and_json(tmp_path_factory, tmp_path):
     assert data["ratios"]["int8_over_torch_eager_batch1"] is None
     text = md.read_text()
     assert "| backbone | onnxruntime float32 | 2 |" in text and "Ceiling:" in text
+    # The session's model was exported from a run evaluated with flip TTA: the report says so.
+    assert data["config"]["model_tta_flip"] is True and "flip TTA in the graph" in text
     from fertool.errors import FertoolError
 
     with pytest.raises(FertoolError, match="--force"):
