@@ -358,13 +358,25 @@ def bench_models(cfg: BenchConfig, work: Path, rng: np.random.Generator):
             fp32, i8 = None, fp32
     else:
         fp32 = torch_to_onnx(model, work / "bench.onnx")
+        _label(fp32, model, "float32")
         i8 = None
     if i8 is None and cfg.quantize and fp32 is not None:
         from fertool.quantize import quantize_int8
 
         calib = rng.standard_normal((32, 3, 160, 160)).astype(np.float32)
         i8 = quantize_int8(fp32, work / "bench.int8.onnx", calib, work_dir=work)
+        _label(i8, model, "int8")
     return model, {"onnxruntime float32": fp32, "onnxruntime int8": i8}
+
+
+def _label(path: Path, model, precision: str) -> None:
+    """fertool metadata for the bench's own model, so that ``predict`` can load it."""
+    from fertool.export import graph_opset
+    from fertool.onnxmeta import build_metadata, set_metadata
+
+    props = build_metadata(model.preprocessing, source=None, weights=None,
+                           opset=graph_opset(path), precision=precision)
+    set_metadata(path, props, doc="fertool bench model (random weights: speed only)")
 
 
 def _has_tta(paths: dict[str, Path | None]) -> bool:

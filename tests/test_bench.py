@@ -65,3 +65,19 @@ def test_cli_bench_help():
     assert res.exit_code == 0 and "--frames" in res.output and "--int8" in res.output
     res = CliRunner().invoke(main, ["bench", "--batch-sizes", "0,x"])
     assert res.exit_code == 2 and "positive integers" in res.output
+
+
+@pytest.mark.slow
+def test_bench_default_exports_and_quantises_its_own_model(tmp_path):
+    """Without --model the bench exports a random FerNet, quantises it, and predict loads it."""
+    from fertool.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(n_frames=1, frame_size=(160, 128), batch_sizes=(1,), min_seconds=0.0,
+                      descriptor_crops=2, matmul_size=128)
+    res = run_bench(cfg)
+    for name in ("onnxruntime float32", "onnxruntime int8"):
+        row = res.get("backbone", name, 1)
+        assert row.status == "ok" and row.images_per_s > 0, row
+    (e2e,) = [r for r in res.rows if r.section == "end to end"]
+    assert e2e.status == "ok" and "bench.int8.onnx" in e2e.what and e2e.n == 1
+    assert res.config["model_tta_flip"] is False
