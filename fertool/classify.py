@@ -22,6 +22,7 @@ from __future__ import annotations
 import io as _io
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral
@@ -213,6 +214,14 @@ def cv_splitter(y, groups=None, cv: int = 3, seed: int = 0):
 
     if isinstance(cv, bool) or not isinstance(cv, Integral) or cv < 2:
         raise ValueError(f"cv must be an integer number of folds >= 2 (for example 3), got {cv!r}")
+    values, counts = np.unique(np.asarray(y), return_counts=True)
+    small = [f"{v!s} ({c})" for v, c in zip(values, counts) if c < cv]
+    if small:
+        log.warning(
+            "inner %d-fold cross-validation: class(es) %s have fewer training samples than "
+            "folds, so some inner folds do not contain them; hyperparameters are chosen with "
+            "little evidence about these classes", int(cv), ", ".join(small),
+        )
     if groups is None:
         return StratifiedKFold(int(cv), shuffle=True, random_state=seed)
     n_groups = len(np.unique(np.asarray(groups)))
@@ -288,7 +297,10 @@ def fit_head(
         if groups.shape != (len(y),):
             raise ValueError(f"groups must have one key per sample ({len(y)}), got {groups.shape}")
     splitter = cv_splitter(y, groups, cv, seed)
-    splits = list(splitter.split(X, y, groups))
+    with warnings.catch_warnings():
+        # cv_splitter has said it, naming the classes; sklearn's generic warning adds nothing.
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        splits = list(splitter.split(X, y, groups))
     raw = grid if grid is not None else spec.grid(_features_at_classifier(with_pca, X))
     param_grid = {k if "__" in k else f"clf__{k}": list(v) for k, v in raw.items()}
     if "clf__n_neighbors" in param_grid:

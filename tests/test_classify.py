@@ -212,3 +212,20 @@ def test_single_flipped_byte_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(HeadFileError, match="changed or corrupted"):
         load_head(path)
+
+
+def test_rare_class_warning_names_the_class(caplog):
+    """A class with fewer training samples than inner folds: one fertool warning naming it,
+    not sklearn's generic one."""
+    import logging
+    import warnings
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 12 + [1] * 12 + [2] * 2)
+    X = rng.normal(size=(len(y), 4)) + y[:, None]
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        fit_head("logreg", X, y, cv=3)
+    assert not [w for w in caught if "least populated class" in str(w.message)]
+    (record,) = [r for r in caplog.records if "fewer training samples than folds" in r.message]
+    assert "2 (2)" in record.message and "0 (12)" not in record.message
