@@ -21,8 +21,10 @@ every output that uses it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from fertool import LABELS
 from fertool.errors import DatasetError
 from fertool.io import is_image_path
 from fertool.labels import canonical_label
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("paper", "movie", "kfold")
 
@@ -284,9 +288,18 @@ def carve_validation(
     if grouped and len(set(groups)) < len(groups):
         # As many folds as the fraction asks, but no more than groups or the largest class allow.
         k = max(2, min(round(1 / fraction), len(set(groups)), int(np.bincount(y).max())))
-        fit, val = next(
-            StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups)
-        )
+        counts = np.bincount(y, minlength=len(LABELS))
+        rare = [f"{LABELS[c]} ({counts[c]})" for c in np.flatnonzero((counts > 0) & (counts < k))]
+        if rare:
+            log.warning(
+                "validation carve (%d grouped folds): %s have fewer training images than folds; "
+                "the validation part may miss them", k, ", ".join(rare),
+            )
+        with warnings.catch_warnings():  # said above, naming the classes
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            fit, val = next(
+                StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups)
+            )
     else:
         fit, val = next(
             StratifiedShuffleSplit(1, test_size=fraction, random_state=seed).split(X, y)

@@ -131,6 +131,7 @@ def run_demo(
     with _step("generate a synthetic dataset (7 expressions)", say, steps):
         data = make_dataset(out / "data", n_per_class=n_per_class, seed=seed, n_groups=6)
         scenes = make_dataset(out / "new-images", n_per_class=2, seed=seed + 1000, n_groups=2)
+        _add_bad_inputs(scenes)
     with _step("face stage: detect, align, cache", say, steps), torch_threads(detector_threads):
         faces = _contact(data, out, cache)
     with _step("compare-baselines: LPQ, PHOG, FaceNet embedding + SVM", say, steps):
@@ -157,6 +158,21 @@ def run_demo(
         write_text(out / "report.md", report)
     seconds = time.perf_counter() - t0
     return DemoResult(out, out / "report.md", seconds, steps)
+
+
+def _add_bad_inputs(folder: Path) -> None:
+    """Two files a real folder has: a truncated JPEG and a picture with no face in it.
+
+    ``predict`` must report both and go on with the rest (see the report's section 5).
+    """
+    import numpy as np
+
+    from fertool.io import write_bytes, write_png
+
+    bad = folder / "unsorted"
+    write_bytes(bad / "truncated.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(40))
+    ramp = np.linspace(40, 200, 320, dtype=np.uint8)
+    write_png(bad / "no-face.png", np.repeat(np.tile(ramp, (240, 1))[..., None], 3, axis=2))
 
 
 def _pct(x) -> str:
@@ -228,7 +244,12 @@ def _write_report(out: Path, faces, cmp, ft, exp, pred, steps) -> str:
         "",
         f"`predictions.csv`: {pred.images} images, {pred.rows} rows, statuses "
         + ", ".join(f"{k}: {v}" for k, v in sorted(pred.status.items()))
-        + f", {pred.images_per_s:.1f} images/s end to end.",
+        + f", {pred.images_per_s:.1f} images/s end to end. The folder also holds a truncated "
+        "JPEG and a picture without a face (`new-images/unsorted/`): the first is an `error` "
+        "row naming the file and the reason, the second a flagged `fallback` (centre crop) or "
+        "`no_face` row; the batch goes on either way.",
+        "",
+        *[f"- error: `{Path(path).relative_to(out)}`: {message}" for path, message in pred.errors],
         "",
         "## Time per step",
         "",

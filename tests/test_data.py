@@ -115,3 +115,22 @@ def test_sfew_movie_protocol_real(sfew_root):
     assert len(m) == 675 and len(set(m.groups)) == 60
     for s in make_splits(m, "movie"):
         assert not set(m.groups[s.train]) & set(m.groups[s.test])
+
+
+def test_carve_validation_names_classes_rarer_than_folds(tmp_path, caplog):
+    import logging
+    import warnings
+
+    make_tree(tmp_path, per_class=24, movies=8)
+    for i in range(2):  # a class with two images only
+        (tmp_path / "fear").mkdir(exist_ok=True)
+        (tmp_path / "fear" / f"Movie{i}_{i:09d}_{i:08d}.png").write_bytes(b"x")
+    m = discover(tmp_path)
+    train = np.arange(len(m))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        fit, val = carve_validation(m, train, fraction=0.25)
+    assert set(fit) | set(val) == set(train)
+    assert not [w for w in caught if "least populated class" in str(w.message)]
+    (record,) = [r for r in caplog.records if "validation carve" in r.message]
+    assert "fear (2)" in record.message and "angry" not in record.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,12 +63,19 @@ def test_markdown_links_resolve(demo):
         assert (res.out / link).exists(), link
 
 
-def test_predictions_cover_every_new_image(demo):
+def test_predictions_cover_every_new_image_and_the_bad_ones(demo):
     res, _ = demo
-    images = sorted((res.out / "new-images").rglob("*.png"))
+    images = sorted([*(res.out / "new-images").rglob("*.png"),
+                     *(res.out / "new-images").rglob("*.jpg")])
     with open(res.out / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["path"] for r in rows} == {str(p) for p in images}
+    status = {Path(r["path"]).name: r for r in rows}
+    assert status["truncated.jpg"]["status"] == "error" and status["truncated.jpg"]["message"]
+    assert status["no-face.png"]["status"] in {"fallback", "no_face"}
+    text = res.report.read_text()
+    assert "error: `new-images/unsorted/truncated.jpg`" in text
+    rows = [r for r in rows if "unsorted" not in r["path"]]
     assert all(r["status"] in {"ok", "fallback"} for r in rows)
     probs = np.array([[float(r[k]) for k in r if k.startswith("p_")] for r in rows])
     assert probs.shape[1] == 7
