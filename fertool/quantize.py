@@ -129,7 +129,7 @@ def quantize_int8(
     pre = Path(work_dir) / "int8-preprocessed.onnx"
     with _quiet_root_logging():
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
-        keep_float = output_nodes(pre)
+        keep_float = float_head_nodes(pre)
         quantize_static(
             str(pre),
             str(out_path),
@@ -146,7 +146,7 @@ def quantize_int8(
     return Path(out_path)
 
 
-def output_nodes(model_path: str | Path) -> list[str]:
+def float_head_nodes(model_path: str | Path) -> list[str]:
     """Names of the head nodes that stay float32: everything after the shared trunk.
 
     The trunk ends at the last node (in the graph's topological order) that every output

@@ -35,7 +35,7 @@ def _run(path, x):
 def test_int8_conv_stays_close_to_float(tmp_path):
     """Full-range uint8 activations times 8-bit per-channel weights saturate int16 pair sums on
     x86 without VNNI (26% max error on an AVX2 machine); the default 7-bit weights do not."""
-    from fertool.quantize import output_nodes, quantize_int8
+    from fertool.quantize import float_head_nodes, quantize_int8
 
     f32 = _conv_model(tmp_path / "conv.onnx")
     # Calibrated and tested on the same images, so that no activation falls outside the
@@ -46,4 +46,4 @@ def test_int8_conv_stays_close_to_float(tmp_path):
     err = np.abs(got - ref).max() / np.abs(ref).max()
     assert err < 0.05, f"int8 max error {err:.1%} of the output range"
     # The node writing the graph's output (here the ReLU) stays float.
-    assert output_nodes(f32) == ["relu"]
+    assert float_head_nodes(f32) == ["relu"]
