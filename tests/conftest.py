@@ -20,6 +20,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("FERTOOL_CACHE", str(tmp_path_factory.mktemp("fertool-cache")))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: MTCNN's small convolutions gain nothing from
+    threads and lose a lot on busy cores (as ``fertool predict`` runs it)."""
+    from fertool.env import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(scope="session")
 def sfew_root() -> Path:
     if not (SFEW / "Angry").is_dir():

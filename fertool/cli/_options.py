@@ -57,33 +57,51 @@ def parse_seeds(text: str) -> list[int]:
         )
 
 
-def face_options(f):
-    """Options of the face stage (detection, choice of face, alignment, cache)."""
+def _face_options(f, from_model: bool):
+    """The face-stage options; ``from_model``: unset means the model's own settings."""
+
+    def default(value):
+        return (None, " (default: the model's)") if from_model else (value, "")
+
     f = click.option(
         "--cache-dir",
         type=click.Path(file_okay=False, path_type=str),
         default=None,
         help="Face-crop cache (default: $FERTOOL_CACHE or ~/.cache/fertool).",
     )(f)
+    value, note = default(1.0)
     f = click.option(
         "--detect-scale",
         type=click.FloatRange(0.1, 1.0),
-        default=1.0,
-        show_default=True,
-        help="Run detection on a copy downscaled by this factor (boxes mapped back).",
+        default=value,
+        show_default=not from_model,
+        help="Run detection on a copy downscaled by this factor (boxes mapped back)" + note + ".",
     )(f)
+    value, note = default("center")
     f = click.option(
         "--no-face",
         type=click.Choice(["center", "skip"]),
-        default="center",
-        show_default=True,
-        help="What to do with images where no face is found: centre crop (flagged) or skip.",
+        default=value,
+        show_default=not from_model,
+        help="What to do with images where no face is found: centre crop (flagged) or skip"
+        + note + ".",
     )(f)
+    value, note = default("largest")
     f = click.option(
         "--face-policy",
         type=click.Choice(["largest", "most-confident", "center"]),
-        default="largest",
-        show_default=True,
-        help="Which face is the labelled one when an image has several.",
+        default=value,
+        show_default=not from_model,
+        help="Which face to use when an image has several" + note + ".",
     )(f)
     return f
+
+
+def face_options(f):
+    """Options of the face stage (detection, choice of face, alignment, cache)."""
+    return _face_options(f, from_model=False)
+
+
+def model_face_options(f):
+    """The same options for a trained model's inputs: unset, they take the model's settings."""
+    return _face_options(f, from_model=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fertool.cli._options import force_option
+from fertool.cli._options import force_option, model_face_options
 
 SHOWN_ERRORS = 5
 
@@ -65,30 +65,7 @@ SHOWN_ERRORS = 5
     is_flag=True,
     help="Continue an interrupted run: keep the rows OUT(.partial) holds, do the rest.",
 )
-@click.option(
-    "--face-policy",
-    type=click.Choice(["largest", "most-confident", "center"]),
-    default=None,
-    help="Which face when there are several (default: the model's).",
-)
-@click.option(
-    "--no-face",
-    type=click.Choice(["center", "skip"]),
-    default=None,
-    help="Without a face: classify the centre crop or skip (default: the model's).",
-)
-@click.option(
-    "--detect-scale",
-    type=click.FloatRange(0.1, 1.0),
-    default=None,
-    help="Detect faces on a copy downscaled by this factor (default: the model's).",
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=str),
-    default=None,
-    help="Face-crop cache (default: $FERTOOL_CACHE or ~/.cache/fertool).",
-)
+@model_face_options
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the face-crop cache.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @force_option
