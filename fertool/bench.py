@@ -381,15 +381,10 @@ def _label(path: Path, model, precision: str) -> None:
 
 def _has_tta(paths: dict[str, Path | None]) -> bool:
     """Whether a given model runs each crop and its mirror (``fertool.tta_flip`` metadata)."""
-    import onnx
+    from fertool.onnxmeta import read_metadata
 
-    from fertool.onnxmeta import decode_metadata
-
-    for path in paths.values():
-        if path is not None:
-            props = onnx.load(str(path), load_external_data=False).metadata_props
-            return bool(decode_metadata({p.key: p.value for p in props}).get("tta_flip", False))
-    return False
+    path = next((p for p in paths.values() if p is not None), None)
+    return path is not None and bool(read_metadata(path).get("tta_flip", False))
 
 
 def machine_info() -> dict[str, Any]:
@@ -442,7 +437,7 @@ def run_bench(
         work = Path(tmp)
         say("models")
         model, onnx_paths = bench_models(cfg, work, rng)
-        res.config["model_tta_flip"] = _has_tta(onnx_paths)
+        res.config["model_tta_flip"] = bool(cfg.model) and _has_tta(onnx_paths)
         say("ceiling: matrix product and FLOPs")
         flops = model_flops(model)
         gflops = matmul_gflops(cfg.matmul_size, min(cfg.min_seconds, 2.0))

@@ -219,24 +219,18 @@ def export_module(
 
         def forward(self, x):
             b = self.net.backbone
-            if not flip:
-                z = run_sequence(b, x, 0, stop)
-                logits = b.logits(z)
-                found = {
-                    "probabilities": F.softmax(logits, dim=1),
-                    "logits": logits,
-                    "embedding": F.normalize(z, p=2.0, dim=1),
-                }
-                return tuple(found[name] for name in outputs)
             n = x.shape[0]
-            z = run_sequence(b, torch.cat([x, x.flip(-1)]), 0, stop)
+            z = run_sequence(b, torch.cat([x, x.flip(-1)]) if flip else x, 0, stop)
+
+            def pair_mean(t):  # a crop and its mirror image
+                return (t[:n] + t[n:]) / 2 if flip else t
+
             e = F.normalize(z, p=2.0, dim=1)
-            found = {"embedding": F.normalize((e[:n] + e[n:]) / 2, p=2.0, dim=1)}
+            found = {"embedding": F.normalize(pair_mean(e), p=2.0, dim=1) if flip else e}
             if tuple(outputs) != ("embedding",):
                 logits = b.logits(z)
-                p = F.softmax(logits, dim=1)
-                found["probabilities"] = (p[:n] + p[n:]) / 2
-                found["logits"] = (logits[:n] + logits[n:]) / 2
+                found["probabilities"] = pair_mean(F.softmax(logits, dim=1))
+                found["logits"] = pair_mean(logits)
             return tuple(found[name] for name in outputs)
 
     return _ExportHeads(model).eval()
@@ -537,9 +531,8 @@ def export_run(
         faces = run_faces(run, calibration, limit=max(n_calibration, n_parity), progress=progress)
     parity_x = faces.test[:n_parity] if len(faces.test) else faces.train[:n_parity]
 
-    if tta_flip is None:
-        tta_flip = bool(run.config.get("tta_flip", False))
-    tta = {"tta_flip": bool(tta_flip)}
+    tta_flip = bool(run.config.get("tta_flip", False) if tta_flip is None else tta_flip)
+    tta = {"tta_flip": tta_flip}
     source = run.source()
     base_sidecar = {"command": _command(), "source": source, "weights": run.weights}
     with staging_dir(final) as tmp:
@@ -615,7 +608,7 @@ def export_run(
                 force,
             )
     return ExportResult(
-        float_file, int8_file, parity, time.perf_counter() - t0, faces.source, bool(tta_flip)
+        float_file, int8_file, parity, time.perf_counter() - t0, faces.source, tta_flip
     )
 
 

@@ -118,6 +118,14 @@ def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded ``fertool.*`` metadata stored in the ONNX file at ``path`` ({} when none)."""
+    import onnx
+
+    props = onnx.load(str(path), load_external_data=False).metadata_props
+    return decode_metadata({p.key: p.value for p in props})
+
+
 def set_metadata(path: str | os.PathLike, props: dict[str, str], doc: str = "") -> None:
     """Replace the ``fertool.*`` metadata_props of the ONNX file at ``path``, in place.
 
