@@ -4,14 +4,13 @@ Importing the package is cheap: torch, onnxruntime and scikit-learn are imported
 modules that need them.
 """
 
-__version__ = "0.1.0"
-
-LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+from fertool.core.labels import LABELS
+from fertool.core.version import __version__
 
 
 def load(path, **kwargs):
-    """Load an exported ONNX model for inference (see :mod:`fertool.runtime`)."""
-    from fertool.runtime import load as _load
+    """Load an exported ONNX model for inference (see :mod:`fertool.serve.runtime`)."""
+    from fertool.serve.runtime import load as _load
 
     return _load(path, **kwargs)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fertool.errors import FertoolError
+from fertool.core.errors import FertoolError
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def bench_backbone(
     """torch eager vs onnxruntime float32 vs int8, at each batch size."""
     import torch
 
-    from fertool.runtime import create_session
+    from fertool.serve.runtime import create_session
 
     size = torch_model.preprocessing.size
     sessions = {}
@@ -208,8 +208,8 @@ def bench_backbone(
 
 def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig) -> None:
     """MTCNN (with alignment of the faces found) at full and half resolution."""
-    from fertool.env import torch_threads
-    from fertool.faces import FaceConfig, FaceStage
+    from fertool.core.env import torch_threads
+    from fertool.faces.stage import FaceConfig, FaceStage
 
     threads = cfg.detector_threads
     for scale, what in ((1.0, "MTCNN full resolution"), (0.5, "MTCNN half resolution")):
@@ -234,7 +234,7 @@ def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig
 def bench_descriptors(res: BenchResult, crops: np.ndarray, cfg: BenchConfig) -> None:
     """LPQ (4x4 cells, window 7) and PHOG (8 bins, 3 levels) on 64x64 grey crops."""
     try:
-        from fertool.descriptors import lpq_grid_batch, phog_batch
+        from fertool.features.descriptors import lpq_grid_batch, phog_batch
     except ImportError as exc:
         for what in ("LPQ 64x64", "PHOG 64x64"):
             res.rows.append(
@@ -243,7 +243,7 @@ def bench_descriptors(res: BenchResult, crops: np.ndarray, cfg: BenchConfig) -> 
                     what,
                     None,
                     status="unavailable",
-                    note=f"fertool.descriptors cannot be imported ({exc})",
+                    note=f"fertool.features.descriptors cannot be imported ({exc})",
                 )
             )
         return
@@ -270,7 +270,7 @@ def bench_predict(
 ) -> None:
     """``fertool predict`` on the frames, face cache off (so detection really runs)."""
     from fertool.predict import predict_paths
-    from fertool.runtime import load
+    from fertool.serve.runtime import load
 
     model = load(model_path, providers="cpu")
     out = work / "predict.csv"
@@ -302,9 +302,9 @@ def bench_predict(
 
 
 def synthetic_frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    """``n`` synthetic scenes with one to three faces (see :mod:`fertool.synthetic`)."""
-    from fertool import LABELS
-    from fertool.synthetic import make_image
+    """``n`` synthetic scenes with one to three faces (see :mod:`fertool.data.synthetic`)."""
+    from fertool.core.labels import LABELS
+    from fertool.data.synthetic import make_image
 
     rng = np.random.default_rng(seed)
     w, h = size
@@ -313,8 +313,8 @@ def synthetic_frames(n: int, size: tuple[int, int], seed: int = 0) -> list[np.nd
 
 def load_frames(cfg: BenchConfig, work: Path) -> tuple[list[np.ndarray], Path, str]:
     """Frames as arrays, a folder holding exactly them, and where they came from."""
-    from fertool.io import read_image, write_png
-    from fertool.predict import iter_image_paths
+    from fertool.core.io import read_image, write_png
+    from fertool.data.walk import iter_image_paths
 
     folder = work / "frames"
     frames: list[np.ndarray] = []
@@ -345,8 +345,8 @@ def _mkdir(p: Path) -> Path:
 
 def bench_models(cfg: BenchConfig, work: Path, rng: np.random.Generator):
     """The torch model and the ONNX files to time: given ones, or exported now."""
-    from fertool.export import int8_path, torch_to_onnx
-    from fertool.models import FerNet
+    from fertool.models.fernet import FerNet
+    from fertool.serve.export import int8_path, torch_to_onnx
 
     model = FerNet().eval()
     if cfg.model:
@@ -361,7 +361,7 @@ def bench_models(cfg: BenchConfig, work: Path, rng: np.random.Generator):
         _label(fp32, model, "float32")
         i8 = None
     if i8 is None and cfg.quantize and fp32 is not None:
-        from fertool.quantize import quantize_int8
+        from fertool.serve.quantize import quantize_int8
 
         calib = rng.standard_normal((32, 3, 160, 160)).astype(np.float32)
         i8 = quantize_int8(fp32, work / "bench.int8.onnx", calib, work_dir=work)
@@ -371,8 +371,8 @@ def bench_models(cfg: BenchConfig, work: Path, rng: np.random.Generator):
 
 def _label(path: Path, model, precision: str) -> None:
     """fertool metadata for the bench's own model, so that ``predict`` can load it."""
-    from fertool.export import graph_opset
-    from fertool.onnxmeta import build_metadata, set_metadata
+    from fertool.serve.export import graph_opset
+    from fertool.serve.onnxmeta import build_metadata, set_metadata
 
     props = build_metadata(model.preprocessing, source=None, weights=None,
                            opset=graph_opset(path), precision=precision)
@@ -381,7 +381,7 @@ def _label(path: Path, model, precision: str) -> None:
 
 def _has_tta(paths: dict[str, Path | None]) -> bool:
     """Whether a given model runs each crop and its mirror (``fertool.tta_flip`` metadata)."""
-    from fertool.onnxmeta import read_metadata
+    from fertool.serve.onnxmeta import read_metadata
 
     path = next((p for p in paths.values() if p is not None), None)
     return path is not None and bool(read_metadata(path).get("tta_flip", False))
@@ -389,7 +389,7 @@ def _has_tta(paths: dict[str, Path | None]) -> bool:
 
 def machine_info() -> dict[str, Any]:
     """CPU, threads, load and versions of what was measured."""
-    from fertool.env import versions
+    from fertool.core.env import versions
 
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -455,7 +455,7 @@ def run_bench(
         say("face detection")
         bench_detection(res, frames, cfg)
         say("descriptors")
-        from fertool.faces import FaceConfig, FaceStage
+        from fertool.faces.stage import FaceConfig, FaceStage
 
         stage = FaceStage(FaceConfig(), device="cpu")
         crops = [r.crop for f in frames for r in stage.process(f) if r.crop is not None]
@@ -534,7 +534,7 @@ def to_markdown(res: BenchResult) -> str:
 def write_bench(res: BenchResult, out: str | os.PathLike, force: bool = False) -> tuple[Path, Path]:
     """Write ``bench.md`` and ``bench.json`` into ``out`` (atomically; no overwrite without
     force)."""
-    from fertool.io import check_writable, write_json, write_text
+    from fertool.core.io import check_writable, write_json, write_text
 
     out = Path(out)
     md, js = out / "bench.md", out / "bench.json"

@@ -11,19 +11,19 @@ splits.
 
 What one comparison does, in order:
 
-1. discover the dataset and make the protocol's splits (:func:`fertool.data.make_splits`);
-2. run the face stage once over every image (:func:`fertool.faces.face_crops`, cached on disk), so
+1. discover the dataset and make the protocol's splits (:func:`fertool.data.dataset.make_splits`);
+2. run the face stage once over every image (:func:`fertool.faces.stage.face_crops`, cached on disk), so
    every method sees the same aligned crops;
 3. compute each feature source once for all crops: LPQ, PHOG (both label-free, so computing them
    on every face is leak-free), FaceNet embeddings and pooled features;
-4. for every method and every split, fit a named head (:func:`fertool.classify.fit_head`) on the
+4. for every method and every split, fit a named head (:func:`fertool.evaluate.classify.fit_head`) on the
    training part only, its hyperparameters chosen by cross-validation inside that training part,
    grouped like the outer protocol, then predict the test part;
 5. evaluate fine-tuned runs (``fertool finetune`` folders) on the test part of the split they were
    trained on, when that split is one of this comparison's splits; otherwise list them as not
    comparable, with the reason;
 6. write ``report.md``, ``report.json`` and one confusion matrix PNG per method (summed over the
-   test parts) with :func:`fertool.report.write_report`.
+   test parts) with :func:`fertool.evaluate.report.write_report`.
 
 A method that cannot run (weights unavailable, a run on another split) is kept in the results
 with ``status != "ok"`` and a reason; nothing is dropped silently. This module never prints: it
@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from fertool import LABELS
-from fertool.errors import FertoolError
-from fertool.report import MethodResult
+from fertool.core.errors import FertoolError
+from fertool.core.labels import LABELS
+from fertool.evaluate.report import MethodResult
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class CompareOutcome:
 
 def weights_label(weights: str | None) -> str:
     """Short name of a ``--weights`` value for method names: the name, ``none``, or a file stem."""
-    from fertool.weights import NONE_NAMES, PRETRAINED
+    from fertool.models.weights import NONE_NAMES, PRETRAINED
 
     if weights is None or str(weights).lower() in NONE_NAMES:
         return "none"
@@ -205,7 +205,7 @@ def weights_label(weights: str | None) -> str:
 
 def _split_method(item: str) -> tuple[str, str | None]:
     """``SOURCE``, ``SOURCE/HEAD`` or ``SOURCE-HEAD`` -> (source, head or None)."""
-    from fertool.classify import head_names
+    from fertool.evaluate.classify import head_names
 
     if "/" in item:
         source, head = item.split("/", 1)
@@ -229,9 +229,9 @@ def plan_methods(
     Raises
     ------
     UnknownMethodError
-        For an unknown source; :class:`fertool.classify.UnknownHeadError` for an unknown head.
+        For an unknown source; :class:`fertool.evaluate.classify.UnknownHeadError` for an unknown head.
     """
-    from fertool.classify import make_head
+    from fertool.evaluate.classify import make_head
 
     w = weights_label(weights)
     plans: list[MethodPlan] = []
@@ -273,7 +273,7 @@ def _feature_map(X: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _descriptor_transformers(settings: DescriptorSettings) -> dict:
-    from fertool.descriptors import LPQTransformer, PHOGTransformer
+    from fertool.features.descriptors import LPQTransformer, PHOGTransformer
 
     s = settings
     return {
@@ -344,10 +344,10 @@ def facenet_features(
     Raises
     ------
     WeightsUnavailableError, WeightsFormatError
-        From :func:`fertool.models.create_model`.
+        From :func:`fertool.models.fernet.create_model`.
     """
-    from fertool.embed import embed_crops
-    from fertool.models import create_model
+    from fertool.features.embed import embed_crops
+    from fertool.models.fernet import create_model
 
     t0 = time.perf_counter()
     if device is None:
@@ -376,7 +376,7 @@ def _inner_groups(protocol: str, groups: np.ndarray) -> np.ndarray | None:
 def _summarise(
     name: str, folds: list[dict], evals: list, details: dict, seconds: float
 ) -> MethodResult:
-    from fertool.metrics import summarise
+    from fertool.evaluate.metrics import summarise
 
     s = summarise(evals)
     return MethodResult(
@@ -411,8 +411,8 @@ def evaluate_plan(
     """
     from threadpoolctl import threadpool_limits
 
-    from fertool.classify import fit_head
-    from fertool.metrics import evaluate
+    from fertool.evaluate.classify import fit_head
+    from fertool.evaluate.metrics import evaluate
 
     t0 = time.perf_counter()
     folds, evals = [], []
@@ -476,10 +476,10 @@ def _finetuned_predictions(
     """Predicted label ids of ``crops`` by the run's ``best.pt``, and what was loaded."""
     import torch
 
-    from fertool.checkpoint import from_json, load_checkpoint
-    from fertool.models import FerNet
-    from fertool.preprocessing import Preprocessing
-    from fertool.train import predict_proba
+    from fertool.models.fernet import FerNet
+    from fertool.models.preprocessing import Preprocessing
+    from fertool.train.checkpoint import from_json, load_checkpoint
+    from fertool.train.loop import predict_proba
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = load_checkpoint(run_dir / "best.pt")
@@ -507,7 +507,7 @@ def _finetuned_fold(run: _RunInfo, split, te, y, crops, face_config, device) -> 
 
     Raises FertoolError when a checkpoint exists but cannot be used.
     """
-    from fertool.metrics import evaluate
+    from fertool.evaluate.metrics import evaluate
 
     reported = run.report["results"][0]
     fold = {"split": split.name, "hash": split.hash, "run_dir": str(run.run_dir),
@@ -622,14 +622,14 @@ def _slug(name: str) -> str:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    from fertool.io import check_writable
+    from fertool.core.io import check_writable
 
     for name in ("report.md", "report.json"):
         check_writable(out / name, force)
 
 
 def _prepare_faces(manifest, face_cfg, cache_dir, progress):
-    from fertool.faces import face_crops
+    from fertool.faces.stage import face_crops
 
     crops, records = face_crops([str(p) for p in manifest.paths], face_cfg, cache_dir=cache_dir,
                                 progress=progress)
@@ -649,7 +649,7 @@ def _all_features(
     cfg: CompareConfig, plans, crops, progress, timings
 ) -> tuple[dict, Any, str | None]:
     """Every feature source the plans need, once for all crops; the weights used (or why not)."""
-    from fertool.errors import WeightsFormatError, WeightsUnavailableError
+    from fertool.core.errors import WeightsFormatError, WeightsUnavailableError
 
     sources = {p.source for p in plans}
     features, seconds = descriptor_features(crops, sources & set(DESCRIPTOR_SOURCES),
@@ -707,8 +707,8 @@ def _fit_all(cfg, plans, features, missing_reason, y, inner_groups, parts, crops
 
 
 def _confusion_figures(results: list[MethodResult], out: Path, protocol: str) -> dict[str, str]:
-    from fertool.io import save_figure
-    from fertool.metrics import plot_confusion
+    from fertool.core.io import save_figure
+    from fertool.evaluate.metrics import plot_confusion
 
     figures: dict[str, str] = {}
     for r in results:
@@ -732,10 +732,10 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
         Before any work, when the report files exist and ``cfg.force`` is false, or the dataset,
         a method, a head or a descriptor setting is unusable.
     """
-    from fertool.data import discover, make_splits, splits_hash
-    from fertool.env import versions
-    from fertool.faces import FaceConfig
-    from fertool.report import command_line, write_report
+    from fertool.core.env import versions
+    from fertool.data.dataset import discover, make_splits, splits_hash
+    from fertool.evaluate.report import command_line, write_report
+    from fertool.faces.stage import FaceConfig
 
     t_start = time.perf_counter()
     out = Path(cfg.out)

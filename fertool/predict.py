@@ -30,88 +30,24 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fertool.env import torch_threads
-from fertool.errors import FertoolError
+from fertool.core.env import torch_threads
+from fertool.core.errors import FertoolError
+from fertool.data.walk import WalkStats, count_image_paths, iter_image_paths
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fertool.faces import FaceConfig, FaceRecord
-    from fertool.runtime import FacePrediction, Predictor
+    from fertool.faces.stage import FaceConfig, FaceRecord
+    from fertool.serve.runtime import FacePrediction, Predictor
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("csv", "jsonl")
 #: Errors listed one by one in the summary (all of them are in the output's status column).
 MAX_LISTED_ERRORS = 200
-
-
-# --------------------------------------------------------------------------------------------
-# Walking the inputs
-
-
-@dataclass
-class WalkStats:
-    """What the walk saw besides the images it yielded."""
-
-    non_images: int = 0
-    unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
-
-
-def iter_image_paths(
-    inputs: Iterable[str | os.PathLike], stats: WalkStats | None = None
-) -> Iterator[str]:
-    """Image files under ``inputs``, in a stable order, without building a list of them all.
-
-    A folder is walked recursively (entries sorted by name, depth first, symbolic links to
-    folders not followed); files in it are yielded when their extension is an image extension
-    (:func:`fertool.io.is_image_path`), dangling links with such names included (they will get
-    an ``error`` row). A path given explicitly is yielded whatever its extension, and whether or
-    not it exists, so that it gets a row that says what is wrong with it.
-
-    Parameters
-    ----------
-    inputs : iterable of paths
-    stats : WalkStats, optional
-        Filled with the number of non-image files skipped and folders that could not be read.
-    """
-    from fertool.io import is_image_path
-
-    stats = stats if stats is not None else WalkStats()
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            yield from _walk(p, stats, is_image_path)
-        else:
-            yield str(p)
-
-
-def _walk(folder: Path, stats: WalkStats, is_image) -> Iterator[str]:
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(
-                ((e.name, e.is_dir(follow_symlinks=False)) for e in it), key=lambda t: t[0]
-            )
-    except OSError as exc:
-        stats.unreadable_folders.append((str(folder), exc.strerror or str(exc)))
-        log.warning("cannot read folder %s (%s)", folder, exc.strerror or exc)
-        return
-    for name, is_dir in entries:
-        path = folder / name
-        if is_dir:
-            yield from _walk(path, stats, is_image)
-        elif is_image(name):
-            yield str(path)
-        else:
-            stats.non_images += 1
-
-
-def count_image_paths(inputs: Iterable[str | os.PathLike]) -> int:
-    """How many paths :func:`iter_image_paths` yields (a walk that stores nothing)."""
-    return sum(1 for _ in iter_image_paths(inputs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +174,7 @@ def prepare_resume(out: Path, fmt: str, cols: list[str]) -> set[str]:
     Keeps every complete row except those of the last image (it may have been cut between two of
     its faces), rewrites the partial file atomically, and returns the paths it holds.
     """
-    from fertool.io import atomic_write
+    from fertool.core.io import atomic_write
 
     partial = partial_path(out)
     source = partial if partial.is_file() else out if out.is_file() else None
@@ -341,7 +277,7 @@ def predict_paths(
     inputs : sequence of paths
         Files and folders (walked recursively, see :func:`iter_image_paths`).
     model : Predictor
-        From :func:`fertool.runtime.load`.
+        From :func:`fertool.serve.runtime.load`.
     out : path
         ``.csv`` or ``.jsonl`` (or give ``fmt``).
     fmt : {"csv", "jsonl"}, optional
@@ -356,7 +292,7 @@ def predict_paths(
     face : FaceConfig, optional
         Face-stage settings; default the model's (:attr:`Predictor.face_config`).
     use_cache, cache_dir
-        The face-crop cache (see :func:`fertool.faces.extract_faces`).
+        The face-crop cache (see :func:`fertool.faces.stage.extract_faces`).
     detector_threads : int, optional
         torch threads for face detection during the run (restored afterwards). MTCNN's small
         convolutions gain little from threads, and on a busy machine one thread is several
@@ -375,7 +311,7 @@ def predict_paths(
     """
     from tqdm import tqdm
 
-    from fertool.faces import extract_faces
+    from fertool.faces.stage import extract_faces
 
     if batch_size < 1:
         raise FertoolError(f"--batch-size {batch_size}: expected at least 1")

@@ -3,7 +3,7 @@
 ``make_bad_corpus(folder)`` writes one file (or folder, or dangling link) per kind and returns
 ``{file name: kind}``. Kinds fall in two groups:
 
-- :data:`BAD_KINDS`: :func:`fertool.io.read_image` must raise :class:`fertool.errors.ImageReadError`
+- :data:`BAD_KINDS`: :func:`fertool.core.io.read_image` must raise :class:`fertool.core.errors.ImageReadError`
   naming the file (empty, truncated, corrupt, not an image, a folder, a dangling link, a
   decompression bomb).
 - :data:`ODD_KINDS`: unusual but valid; ``read_image`` must return uint8 RGB of the shape in

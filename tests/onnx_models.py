@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fertool import LABELS
+from fertool.core.labels import LABELS
 
 REPO = Path(__file__).resolve().parent.parent
 CASIA_REF = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "casia-ref"
@@ -32,8 +32,8 @@ def tiny_model(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from fertool.onnxmeta import build_metadata, set_metadata
-    from fertool.preprocessing import Preprocessing
+    from fertool.models.preprocessing import Preprocessing
+    from fertool.serve.onnxmeta import build_metadata, set_metadata
 
     rng = np.random.default_rng(seed)
     c = len(labels)
@@ -76,7 +76,7 @@ def tiny_model(
 
 def casia_faces() -> np.ndarray | None:
     """The four real aligned 160x160 faces of the shared CASIA reference, when present."""
-    from fertool.io import read_image
+    from fertool.core.io import read_image
 
     files = sorted(CASIA_REF.glob("face*.png"))
     if not files:
@@ -97,12 +97,12 @@ def make_run(run_dir: Path, seed: int = 0) -> Path:
     """A run folder with the contract of ``fertool finetune`` (random weights, no training)."""
     import torch
 
-    from fertool.checkpoint import save_checkpoint, to_json
-    from fertool.faces import FaceConfig
-    from fertool.io import write_json
-    from fertool.models import FerNet
-    from fertool.preprocessing import Preprocessing
-    from fertool.train import TrainConfig
+    from fertool.core.io import write_json
+    from fertool.faces.stage import FaceConfig
+    from fertool.models.fernet import FerNet
+    from fertool.models.preprocessing import Preprocessing
+    from fertool.train.checkpoint import save_checkpoint, to_json
+    from fertool.train.loop import TrainConfig
 
     torch.manual_seed(seed)
     pre = Preprocessing(face=FaceConfig().to_dict())
@@ -147,9 +147,9 @@ def exported_fernet(tmp_path_factory, int8: bool = False) -> dict:
 
     The int8 model is made on first request (it takes about as long as the export).
     """
-    from fertool.export import export_run, load_run
-    from fertool.parity import RunFaces
-    from fertool.quantize import compare_int8, quantize_int8
+    from fertool.serve.export import export_run, load_run
+    from fertool.serve.parity import RunFaces
+    from fertool.serve.quantize import compare_int8, quantize_int8
 
     if "fernet" not in _SESSION:
         root = tmp_path_factory.mktemp("fernet-export")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from fertool.angles import (
+from fertool.train.angles import (
     ANGLE_BINS,
     AngleMonitor,
     AngleStats,
@@ -25,7 +25,7 @@ from fertool.angles import (
     summarise,
     wasserstein_from_quantiles,
 )
-from fertool.angles_plot import plot_angle_heatmap, plot_angle_summary
+from fertool.train.angles_plot import plot_angle_heatmap, plot_angle_summary
 
 ATOL_DEG = 1e-3
 

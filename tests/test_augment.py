@@ -1,6 +1,6 @@
 import torch
 
-from fertool.augment import AugmentConfig, augment_batch
+from fertool.train.augment import AugmentConfig, augment_batch
 
 
 def _batch(n=6, size=32):

@@ -50,7 +50,7 @@ def test_bench_smoke_run_writes_markdown_and_json(tmp_path_factory, tmp_path):
     assert "| backbone | onnxruntime float32 | 2 |" in text and "Ceiling:" in text
     # The session's model was exported from a run evaluated with flip TTA: the report says so.
     assert data["config"]["model_tta_flip"] is True and "flip TTA in the graph" in text
-    from fertool.errors import FertoolError
+    from fertool.core.errors import FertoolError
 
     with pytest.raises(FertoolError, match="--force"):
         write_bench(res, tmp_path)

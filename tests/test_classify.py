@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from fertool.classify import (
+from fertool.core.errors import DatasetError, FertoolError
+from fertool.evaluate.classify import (
     HeadFileError,
     UnknownHeadError,
     cv_splitter,
@@ -20,7 +21,6 @@ from fertool.classify import (
     save_head,
     sidecar_path,
 )
-from fertool.errors import DatasetError, FertoolError
 
 
 def blobs(n_per_class=20, n_classes=3, n_features=12, seed=0, spread=1.0):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fertool.classify import UnknownHeadError
 from fertool.cli import main
 from fertool.compare import (
     CompareConfig,
@@ -21,7 +20,8 @@ from fertool.compare import (
     plan_methods,
     run_comparison,
 )
-from fertool.data import discover, make_splits, splits_hash
+from fertool.data.dataset import discover, make_splits, splits_hash
+from fertool.evaluate.classify import UnknownHeadError
 
 FAST = ("lpq", "phog", "lpq+phog")
 
@@ -29,8 +29,8 @@ FAST = ("lpq", "phog", "lpq+phog")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """28 synthetic frames in 6 'movies', and a face cache warmed once for the whole module."""
-    from fertool.faces import FaceConfig, face_crops
-    from fertool.synthetic import make_dataset
+    from fertool.data.synthetic import make_dataset
+    from fertool.faces.stage import FaceConfig, face_crops
 
     root = tmp_path_factory.mktemp("compare")
     data = make_dataset(root / "data", n_per_class=4, seed=3, width=200, height=160, n_groups=6,
@@ -137,7 +137,7 @@ def test_report_paper_protocol(dataset, tmp_path):
 
 
 def test_refuses_to_overwrite_and_force(dataset, tmp_path):
-    from fertool.errors import FertoolError
+    from fertool.core.errors import FertoolError
 
     out = tmp_path / "r"
     cfg = _config(dataset, out, methods=("phog",), seeds=(0,))
@@ -178,8 +178,8 @@ def test_a_method_that_fails_is_listed(dataset, tmp_path):
 
 def test_test_labels_never_reach_the_fit(dataset):
     """Changing the labels of a test part changes its score, never the model fitted for it."""
-    from fertool.descriptors import PHOGTransformer
-    from fertool.faces import FaceConfig, face_crops
+    from fertool.faces.stage import FaceConfig, face_crops
+    from fertool.features.descriptors import PHOGTransformer
 
     data, cache = dataset
     manifest = discover(data)
@@ -259,7 +259,7 @@ def test_cli_with_random_facenet(dataset, tmp_path):
 
 @pytest.mark.slow
 def test_finetuned_run_same_split_and_other_split(dataset, tmp_path):
-    from fertool.train import TrainConfig, run
+    from fertool.train.loop import TrainConfig, run
 
     data, cache = dataset
     run_dir = tmp_path / "run"
@@ -335,7 +335,7 @@ def test_cli_defaults_match_library():
 
 def test_descriptor_features_once_with_hellinger_map(dataset):
     from fertool.compare import descriptor_features
-    from fertool.faces import FaceConfig, face_crops
+    from fertool.faces.stage import FaceConfig, face_crops
 
     data, cache = dataset
     crops, _ = face_crops([str(p) for p in discover(data).paths][:5], FaceConfig(),

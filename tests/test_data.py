@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fertool import LABELS
-from fertool.data import carve_validation, discover, make_splits, sfew_group, splits_hash
-from fertool.errors import DatasetError
+from fertool.core.errors import DatasetError
+from fertool.core.labels import LABELS
+from fertool.data.dataset import carve_validation, discover, make_splits, sfew_group, splits_hash
 
 
 def make_tree(root, per_class=12, movies=6):

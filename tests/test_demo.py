@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fertool.errors import FertoolError
+from fertool.core.errors import FertoolError
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fertool.cli import main
-from fertool.embed import EmbeddingSet, embed_crops, embed_folder, scan_images
-from fertool.models import FEATURE_LAYERS, FerNet, Preprocessing
+from fertool.features.embed import EmbeddingSet, embed_crops, embed_folder, scan_images
+from fertool.models.fernet import FEATURE_LAYERS, FerNet, Preprocessing
 
 SMALL = Preprocessing(size=96)  # random-weight tests run on small inputs to stay fast
 
@@ -96,7 +96,7 @@ def test_folder_of_crops(net, tmp_path):
 
 
 def test_scan_images_errors(tmp_path):
-    from fertool.errors import DatasetError
+    from fertool.core.errors import DatasetError
 
     with pytest.raises(DatasetError, match="no image files"):
         scan_images(tmp_path)
@@ -126,7 +126,7 @@ def test_cli_layers_match_models():
 
 
 def test_cli_reproduces_tensorflow(casia_torch_home, casia_ref, tmp_path, monkeypatch):
-    from fertool.weights import resolve_weights
+    from fertool.models.weights import resolve_weights
 
     monkeypatch.setenv("TORCH_HOME", str(casia_torch_home))
     out = tmp_path / "ref.npz"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from onnx_models import REPO, exported_fernet, make_run, read_json, sample_faces
 
-from fertool import LABELS
+from fertool.core.labels import LABELS
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -33,8 +33,8 @@ def test_graph_has_dynamic_batch_three_outputs_and_metadata(exported):
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 160, 160]
     assert [o.name for o in model.graph.output] == ["probabilities", "logits", "embedding"]
     props = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(props["fertool.labels"]) == list(LABELS)
-    pre = json.loads(props["fertool.preprocessing"])
+    assert json.loads(props["fertool.core.labels"]) == list(LABELS)
+    pre = json.loads(props["fertool.models.preprocessing"])
     assert (pre["size"], pre["mean"], pre["std"], pre["channel_order"]) == (
         160,
         127.5,
@@ -46,11 +46,11 @@ def test_graph_has_dynamic_batch_three_outputs_and_metadata(exported):
     assert src["run"] == "run-tiny" and len(src["checkpoint_sha256"]) == 64
     assert json.loads(props["fertool.opset"]) == 17
     assert json.loads(props["fertool.precision"]) == "float32"
-    assert "fertool.version" in props and "fertool.weights" in props
+    assert "fertool.version" in props and "fertool.models.weights" in props
 
 
 def test_sidecar_records_hash_size_and_checks(exported):
-    from fertool.io import sha256_file
+    from fertool.core.io import sha256_file
 
     path = exported["onnx"]
     side = read_json(path.with_suffix(".json"))
@@ -67,8 +67,8 @@ def test_sidecar_records_hash_size_and_checks(exported):
 
 
 def test_onnx_matches_torch_at_several_batch_sizes(exported):
-    from fertool.export import load_run, run_torch
-    from fertool.parity import ort_session, run_onnx
+    from fertool.serve.export import load_run, run_torch
+    from fertool.serve.parity import ort_session, run_onnx
 
     model = load_run(exported["run"]).model
     x = model.preprocessing.normalize(sample_faces(5))
@@ -89,9 +89,9 @@ def test_tta_flip_follows_the_run_and_can_be_turned_off(exported, tmp_path):
     TTA); --no-tta-flip exports the single pass, and the metadata says which."""
     import torch
 
-    from fertool.export import export_run, load_run, run_torch
-    from fertool.parity import ort_session, run_onnx
-    from fertool.train import predict_proba
+    from fertool.serve.export import export_run, load_run, run_torch
+    from fertool.serve.parity import ort_session, run_onnx
+    from fertool.train.loop import predict_proba
 
     model = load_run(exported["run"]).model
     x = model.preprocessing.normalize(sample_faces(4))
@@ -116,8 +116,8 @@ def test_tta_flip_follows_the_run_and_can_be_turned_off(exported, tmp_path):
 def test_parity_check_refuses_a_model_that_differs(exported):
     import torch
 
-    from fertool.export import load_run
-    from fertool.parity import ParityError, check_parity
+    from fertool.serve.export import load_run
+    from fertool.serve.parity import ParityError, check_parity
 
     model = load_run(exported["run"]).model
     with torch.no_grad():
@@ -128,8 +128,8 @@ def test_parity_check_refuses_a_model_that_differs(exported):
 
 
 def test_export_refuses_to_overwrite_and_needs_faces(exported, tmp_path):
-    from fertool.errors import FertoolError
-    from fertool.export import export_run
+    from fertool.core.errors import FertoolError
+    from fertool.serve.export import export_run
 
     with pytest.raises(FertoolError, match="already exists"):
         export_run(exported["run"], exported["onnx"], progress=False)
@@ -141,8 +141,8 @@ def test_export_refuses_to_overwrite_and_needs_faces(exported, tmp_path):
 
 
 def test_load_run_errors_name_the_file(tmp_path):
-    from fertool.errors import FertoolError
-    from fertool.export import load_run
+    from fertool.core.errors import FertoolError
+    from fertool.serve.export import load_run
 
     with pytest.raises(FertoolError, match="not found"):
         load_run(tmp_path / "nope")
@@ -155,8 +155,8 @@ def test_load_run_errors_name_the_file(tmp_path):
 
 
 def test_default_output_and_int8_names(tmp_path):
-    from fertool.export import default_output, int8_path
-    from fertool.onnxmeta import sidecar_path
+    from fertool.serve.export import default_output, int8_path
+    from fertool.serve.onnxmeta import sidecar_path
 
     assert default_output(tmp_path / "runs" / "movie0").as_posix() == "exports/movie0.onnx"
     assert int8_path("exports/movie0.onnx").as_posix() == "exports/movie0.int8.onnx"
@@ -185,7 +185,7 @@ def _readme_snippet() -> str:
 def test_readme_snippet_reproduces_fertool_probabilities(exported, tmp_path):
     """The README's plain-onnxruntime block, run as written, gives fertool's probabilities."""
     import fertool
-    from fertool.io import read_image, write_png
+    from fertool.core.io import read_image, write_png
 
     face = sample_faces(1)[0]
     write_png(tmp_path / "face.png", face)
@@ -233,7 +233,7 @@ def test_cli_export_with_int8_on_a_calibration_folder(tmp_path):
     from click.testing import CliRunner
 
     from fertool.cli import main
-    from fertool.io import write_png
+    from fertool.core.io import write_png
 
     run = make_run(tmp_path / "run-cli")
     calib = tmp_path / "calib"
@@ -274,8 +274,8 @@ def test_sklearn_head_joins_a_backbone_graph(name, tmp_path):
     import onnxruntime as ort
     from onnx_models import tiny_model
 
-    from fertool.classify import make_head
-    from fertool.onnxhead import head_to_onnx, join, reference_probabilities
+    from fertool.evaluate.classify import make_head
+    from fertool.serve.onnxhead import head_to_onnx, join, reference_probabilities
 
     backbone = onnx.load(str(tiny_model(tmp_path / "tiny.onnx")))
     rng = np.random.default_rng(0)
@@ -304,12 +304,12 @@ def test_export_head_with_casia_backbone(casia_torch_home, monkeypatch, tmp_path
     """FaceNet (CASIA) + a saved logistic-regression head, exported, served by fertool.load."""
     from onnx_models import casia_faces
 
-    from fertool.classify import FittedHead, make_head, save_head
-    from fertool.embed import embed_crops
-    from fertool.io import write_png
-    from fertool.models import create_model
-    from fertool.onnxhead import export_head
-    from fertool.runtime import load
+    from fertool.core.io import write_png
+    from fertool.evaluate.classify import FittedHead, make_head, save_head
+    from fertool.features.embed import embed_crops
+    from fertool.models.fernet import create_model
+    from fertool.serve.onnxhead import export_head
+    from fertool.serve.runtime import load
 
     monkeypatch.setenv("TORCH_HOME", str(casia_torch_home))
     faces = casia_faces()
@@ -344,7 +344,7 @@ def test_export_head_with_casia_backbone(casia_torch_home, monkeypatch, tmp_path
     # A head trained on other weights' embeddings is refused.
     meta["weights_sha256"] = "0" * 64
     save_head(FittedHead("logreg", est, {}, 0.0, {}), tmp_path / "other.joblib", meta=meta)
-    from fertool.errors import FertoolError
+    from fertool.core.errors import FertoolError
 
     with pytest.raises(FertoolError, match="--weights"):
         export_head(
@@ -358,9 +358,9 @@ def test_export_head_with_casia_backbone(casia_torch_home, monkeypatch, tmp_path
 @pytest.mark.slow
 def test_dynamo_exporter_writes_an_equivalent_graph(tmp_path, capfd):
     """The torch.export-based exporter (what ``auto`` falls back to) gives the same model."""
-    from fertool.export import graph_opset, torch_to_onnx
-    from fertool.models import FerNet
-    from fertool.parity import check_parity
+    from fertool.models.fernet import FerNet
+    from fertool.serve.export import graph_opset, torch_to_onnx
+    from fertool.serve.parity import check_parity
 
     model = FerNet().eval()
     path = torch_to_onnx(model, tmp_path / "dynamo.onnx", exporter="dynamo", opset=17)

@@ -14,7 +14,8 @@ import pytest
 from badfiles import BAD_KINDS, make_bad_corpus
 from PIL import Image
 
-from fertool.align import (
+from fertool.core.io import read_image, write_png
+from fertool.faces.align import (
     align_matrix,
     apply_transform,
     box_transform,
@@ -23,8 +24,7 @@ from fertool.align import (
     template,
     warp_affine,
 )
-from fertool.faces import FaceConfig, FaceStage, choose_face, extract_faces, face_crops
-from fertool.io import read_image, write_png
+from fertool.faces.stage import FaceConfig, FaceStage, choose_face, extract_faces, face_crops
 
 GREY = (110, 110, 110)
 
@@ -176,7 +176,7 @@ def test_several_faces_and_the_three_policies(stage, two_faces):
     big, small = sorted(range(2), key=lambda i: -(analysis.boxes[i, 2] - analysis.boxes[i, 0]))
     cx = (analysis.boxes[:, 0] + analysis.boxes[:, 2]) / 2
     assert cx[big] < 200 < cx[small] < 400
-    from fertool.faces import analysis_records
+    from fertool.faces.stage import analysis_records
 
     def chosen(policy):
         (rec,) = analysis_records(analysis, FaceConfig(policy=policy), "x.png")
@@ -300,8 +300,8 @@ def test_extract_faces_on_the_bad_corpus_and_the_warm_cache(corpus, tmp_path):
 
 
 def test_warm_cache_runs_no_detector_and_corrupt_entries_are_recomputed(faces, tmp_path):
-    from fertool.facecache import FaceCache
-    from fertool.io import sha256_file
+    from fertool.core.io import sha256_file
+    from fertool.faces.cache import FaceCache
 
     img = write_png(
         tmp_path / "img" / "face.png", canvas_with(faces[2:3], (150,), ((40, 40),), size=(230, 230))
@@ -447,7 +447,7 @@ def test_sfew_frames_have_faces(sfew_root, tmp_path):
 
 
 def test_contact_sheet_layout_and_status_borders():
-    from fertool.contact import MARKS, contact_sheet
+    from fertool.faces.contact import MARKS, contact_sheet
 
     tiles = [np.full((160, 160, 3), v, np.uint8) for v in (50, 100, 150)] + [None]
     marks = ["ok", "fallback", "several", "error"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from badfiles import BAD_KINDS, EXPECTED_SHAPE, ODD_KINDS, make_bad_corpus
 
-from fertool.errors import ImageReadError
-from fertool.io import atomic_write, read_image, write_json, write_npz, write_png
+from fertool.core.errors import ImageReadError
+from fertool.core.io import atomic_write, read_image, write_json, write_npz, write_png
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -116,7 +116,7 @@ def test_atomic_write_keeps_the_old_file_when_the_block_raises(tmp_path):
 
 
 def test_atomic_write_refuses_to_overwrite_without_force(tmp_path):
-    from fertool.errors import FertoolError
+    from fertool.core.errors import FertoolError
 
     target = write_json(tmp_path / "a.json", {"x": 1})
     with pytest.raises(FertoolError, match="--force"):
@@ -137,7 +137,7 @@ def test_writers_round_trip(tmp_path):
 def test_atomic_write_gives_normal_permissions(tmp_path):
     import os
 
-    from fertool.io import write_text
+    from fertool.core.io import write_text
 
     mask = os.umask(0o022)
     try:

@@ -1,7 +1,6 @@
 import pytest
 
-from fertool import LABELS
-from fertool.labels import canonical_label, label_index
+from fertool.core.labels import LABELS, canonical_label, label_index
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,11 @@ from scipy import ndimage as ndi
 from scipy.signal import convolve2d
 from skimage import data
 
-from fertool.descriptors import lpq, lpq_batch, lpq_grid, lpq_grid_batch
-from fertool.descriptors.lpq import _responses, _whitening
+from fertool.features.descriptors import lpq, lpq_batch, lpq_grid, lpq_grid_batch
+from fertool.features.descriptors.lpq import _responses, _whitening
 
 # the package re-exports the function lpq, which shadows the submodule's attribute name
-lpq_mod = importlib.import_module("fertool.descriptors.lpq")
+lpq_mod = importlib.import_module("fertool.features.descriptors.lpq")
 
 # ---------------------------------------------------------------------------------------------
 # Slow reference: a literal transcription of lpq.m with explicit loops (MATLAB's column-major
@@ -271,7 +271,7 @@ def test_input_validation(call, match):
 def test_prepare_faces_grey_and_resize(rng):
     from skimage.transform import resize
 
-    from fertool.descriptors import prepare_faces, to_grey
+    from fertool.features.descriptors import prepare_faces, to_grey
 
     rgb = rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
     grey = to_grey(rgb)
@@ -293,7 +293,7 @@ def test_prepare_faces_grey_and_resize(rng):
 
 
 def test_lpq_transformer_output(rng):
-    from fertool.descriptors import LPQTransformer, prepare_faces
+    from fertool.features.descriptors import LPQTransformer, prepare_faces
 
     rgb = rng.integers(0, 256, (5, 80, 80, 3), dtype=np.uint8)
     t = LPQTransformer(size=32, grid=(2, 2), window=5)
@@ -326,7 +326,7 @@ def test_lpq_transformer_sklearn_conventions(rng):
     )
     from sklearn.utils.validation import check_is_fitted
 
-    from fertool.descriptors import LPQTransformer
+    from fertool.features.descriptors import LPQTransformer
 
     t = LPQTransformer(size=48, grid=(3, 3), window=5, rho=0.8, decorrelate=False)
     for check in (

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from fertool import LABELS
-from fertool.metrics import EvalResult, evaluate, plot_confusion, summarise
+from fertool.core.labels import LABELS
+from fertool.evaluate.metrics import EvalResult, evaluate, plot_confusion, summarise
 
 
 def slow_scores(y_true, y_pred, labels):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fertool import LABELS
-from fertool.models import (
+from fertool.core.labels import LABELS
+from fertool.models.fernet import (
     FEATURE_LAYERS,
     UNFREEZE_ORDER,
     FerNet,
@@ -163,7 +163,7 @@ def test_create_model_from_state_dict_file(tmp_path, caplog):
     src = FerNet(5, Preprocessing(labels=tuple("abcde")))
     path = tmp_path / "weights.pt"
     torch.save(src.state_dict(), path)  # keys carry the "backbone." prefix
-    with caplog.at_level("INFO", logger="fertool.weights"):
+    with caplog.at_level("INFO", logger="fertool.models.weights"):
         model, info = create_model(str(path), num_classes=7, unfreeze=2)
     assert info.source == "file" and info.path == str(path.resolve())
     assert "dropped the logits layer" in caplog.text

@@ -10,10 +10,10 @@ import pytest
 from skimage import data
 from skimage.transform import resize
 
-from fertool.descriptors import phog, phog_batch, phog_length
+from fertool.features.descriptors import phog, phog_batch, phog_length
 
 # the package re-exports the function phog, which shadows the submodule's attribute name
-phog_mod = importlib.import_module("fertool.descriptors.phog")
+phog_mod = importlib.import_module("fertool.features.descriptors.phog")
 
 
 def slow_phog(img, bins=8, levels=3, angle=360, roi=None):
@@ -190,7 +190,7 @@ def test_phog_transformer(rng):
         check_set_params,
     )
 
-    from fertool.descriptors import PHOGTransformer, prepare_faces
+    from fertool.features.descriptors import PHOGTransformer, prepare_faces
 
     t = PHOGTransformer(size=32, bins=9, levels=2, angle=180)
     for check in (check_no_attributes_set_in_init, check_get_params_invariance, check_set_params):

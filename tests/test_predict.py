@@ -17,7 +17,7 @@ import pytest
 from badfiles import BAD_KINDS, make_bad_corpus
 from onnx_models import REPO, casia_faces, tiny_model
 
-from fertool import LABELS
+from fertool.core.labels import LABELS
 
 pytest.importorskip("onnxruntime")
 
@@ -36,7 +36,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(tiny):
-    from fertool.runtime import load
+    from fertool.serve.runtime import load
 
     return load(tiny, providers="cpu")
 
@@ -44,8 +44,8 @@ def model(tiny):
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
     """Two synthetic photos with faces, the bad-input corpus, and a text file, in sub-folders."""
-    from fertool.io import write_png
-    from fertool.synthetic import make_image
+    from fertool.core.io import write_png
+    from fertool.data.synthetic import make_image
 
     root = tmp_path_factory.mktemp("mixed")
     rng = np.random.default_rng(0)
@@ -59,7 +59,7 @@ def mixed(tmp_path_factory):
 
 
 def _noise_folder(root: Path, n: int) -> Path:
-    from fertool.io import write_png
+    from fertool.core.io import write_png
 
     rng = np.random.default_rng(1)
     for i in range(n):
@@ -75,7 +75,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_walk_is_sorted_recursive_and_counts_non_images(tmp_path):
-    from fertool.predict import WalkStats, count_image_paths, iter_image_paths
+    from fertool.data.walk import WalkStats, count_image_paths, iter_image_paths
 
     for name in ("b/2.png", "b/1.JPG", "a.png", "c/d/3.webp", "c/readme.md"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ def test_all_faces_jsonl_gives_one_row_per_face(model, mixed, tmp_path):
 
 
 def test_existing_output_needs_force_or_resume(model, mixed, tmp_path):
-    from fertool.errors import FertoolError
+    from fertool.core.errors import FertoolError
     from fertool.predict import predict_paths
 
     good = mixed[0] / "good"
@@ -166,9 +166,9 @@ def test_existing_output_needs_force_or_resume(model, mixed, tmp_path):
 
 
 def test_resume_refuses_output_of_another_model(model, mixed, tmp_path):
-    from fertool.errors import FertoolError
+    from fertool.core.errors import FertoolError
     from fertool.predict import predict_paths
-    from fertool.runtime import load
+    from fertool.serve.runtime import load
 
     good = mixed[0] / "good"
     out = tmp_path / "p.csv"

@@ -35,7 +35,7 @@ def _run(path, x):
 def test_int8_conv_stays_close_to_float(tmp_path):
     """Full-range uint8 activations times 8-bit per-channel weights saturate int16 pair sums on
     x86 without VNNI (26% max error on an AVX2 machine); the default 7-bit weights do not."""
-    from fertool.quantize import float_head_nodes, quantize_int8
+    from fertool.serve.quantize import float_head_nodes, quantize_int8
 
     f32 = _conv_model(tmp_path / "conv.onnx")
     # Calibrated and tested on the same images, so that no activation falls outside the

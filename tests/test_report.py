@@ -1,6 +1,6 @@
 import json
 
-from fertool.report import MethodResult, markdown_table, write_report
+from fertool.evaluate.report import MethodResult, markdown_table, write_report
 
 
 def test_report_schema_and_table(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx_models import REPO, tiny_model
 
-from fertool import LABELS
+from fertool.core.labels import LABELS
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -27,13 +27,13 @@ def tiny(tmp_path_factory):
 def _reference(path, crops):
     """The model's probabilities computed by hand: plain session, standardisation from metadata."""
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    pre = json.loads(s.get_modelmeta().custom_metadata_map["fertool.preprocessing"])
+    pre = json.loads(s.get_modelmeta().custom_metadata_map["fertool.models.preprocessing"])
     x = ((crops.astype(np.float32) - pre["mean"]) / pre["std"]).transpose(0, 3, 1, 2)
     return s.run(["probabilities"], {"input": np.ascontiguousarray(x)})[0]
 
 
 def test_predict_crops_matches_a_plain_session(tiny):
-    from fertool.runtime import load
+    from fertool.serve.runtime import load
 
     model = load(tiny, providers="cpu")
     crops = np.random.default_rng(1).integers(0, 256, (5, 160, 160, 3), dtype=np.uint8)
@@ -49,7 +49,7 @@ def test_predict_crops_matches_a_plain_session(tiny):
 
 
 def test_wrong_crop_shape_is_a_clear_error(tiny):
-    from fertool.runtime import load
+    from fertool.serve.runtime import load
 
     model = load(tiny, providers="cpu")
     with pytest.raises(ValueError, match=r"expected \(N, 160, 160, 3\)"):
@@ -59,10 +59,10 @@ def test_wrong_crop_shape_is_a_clear_error(tiny):
 def test_metadata_falls_back_to_the_sidecar(tiny, tmp_path):
     import onnx
 
-    from fertool.errors import FertoolError
-    from fertool.io import sha256_file
-    from fertool.onnxmeta import decode_metadata
-    from fertool.runtime import load
+    from fertool.core.errors import FertoolError
+    from fertool.core.io import sha256_file
+    from fertool.serve.onnxmeta import decode_metadata
+    from fertool.serve.runtime import load
 
     m = onnx.load(str(tiny))
     meta = decode_metadata({p.key: p.value for p in m.metadata_props})
@@ -79,8 +79,8 @@ def test_metadata_falls_back_to_the_sidecar(tiny, tmp_path):
 
 
 def test_missing_model_and_unknown_provider_are_clear_errors(tiny, tmp_path):
-    from fertool.errors import FertoolError
-    from fertool.runtime import load
+    from fertool.core.errors import FertoolError
+    from fertool.serve.runtime import load
 
     with pytest.raises(FertoolError, match="export-onnx"):
         load(tmp_path / "nope.onnx")
@@ -93,8 +93,8 @@ def test_missing_model_and_unknown_provider_are_clear_errors(tiny, tmp_path):
 
 
 def test_providers_follow_the_machine(tiny, capfd):
-    from fertool.errors import FertoolError
-    from fertool.runtime import cuda_device_count, load, resolve_providers
+    from fertool.core.errors import FertoolError
+    from fertool.serve.runtime import cuda_device_count, load, resolve_providers
 
     assert resolve_providers("cpu") == ["CPUExecutionProvider"]
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
@@ -116,7 +116,7 @@ def test_providers_follow_the_machine(tiny, capfd):
 
 
 def test_runtime_serves_crops_without_torch(tiny):
-    """fertool.runtime must not import torch: serving needs only onnxruntime and numpy."""
+    """fertool.serve.runtime must not import torch: serving needs only onnxruntime and numpy."""
     code = (
         "import sys, numpy as np\n"
         "import fertool\n"
@@ -141,8 +141,8 @@ def test_runtime_serves_crops_without_torch(tiny):
 
 def test_predict_one_image_runs_the_face_stage(tiny):
     """``predict`` on an array and on a file: face stage with the model's settings, then model."""
-    from fertool.runtime import load
-    from fertool.synthetic import make_image
+    from fertool.data.synthetic import make_image
+    from fertool.serve.runtime import load
 
     model = load(tiny, providers="cpu")
     image, boxes = make_image("happy", np.random.default_rng(3), 320, 256, n_faces=1)
@@ -162,8 +162,8 @@ def test_predict_one_image_runs_the_face_stage(tiny):
 
 
 def test_predict_unreadable_file_raises_image_read_error(tiny, tmp_path):
-    from fertool.errors import ImageReadError
-    from fertool.runtime import load
+    from fertool.core.errors import ImageReadError
+    from fertool.serve.runtime import load
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"<html>")
@@ -173,7 +173,7 @@ def test_predict_unreadable_file_raises_image_read_error(tiny, tmp_path):
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs a CUDA machine")
 def test_cuda_provider_on_a_gpu_machine(tiny):
-    from fertool.runtime import load
+    from fertool.serve.runtime import load
 
     model = load(tiny, providers="cuda")
     assert model.providers[0] == "CUDAExecutionProvider"

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from fertool import LABELS
-from fertool.data import discover, make_splits
-from fertool.errors import FertoolError
-from fertool.synthetic import (
+from fertool.core.errors import FertoolError
+from fertool.core.labels import LABELS
+from fertool.data.dataset import discover, make_splits
+from fertool.data.synthetic import (
     BACKGROUNDS,
     SyntheticSpec,
     make_dataset,
@@ -139,7 +139,7 @@ def test_make_dataset_is_deterministic(dataset, tmp_path):
 
 
 def test_frames_of_a_clip_are_similar(dataset):
-    from fertool.io import read_image
+    from fertool.core.io import read_image
 
     clips = {}
     for f in sorted(dataset.rglob("*.png")):

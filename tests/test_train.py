@@ -10,13 +10,13 @@ import torch
 from click.testing import CliRunner
 
 from fertool.cli import main
-from fertool.models import FerNet
-from fertool.train import SEQUENCE, TrainConfig, prepare_data, run, run_sequence, split_point
+from fertool.models.fernet import FerNet
+from fertool.train.loop import SEQUENCE, TrainConfig, prepare_data, run, run_sequence, split_point
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    from fertool.synthetic import make_dataset
+    from fertool.data.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     return make_dataset(root / "data", n_per_class=8, seed=1, n_groups=4, width=200, height=160)
@@ -99,7 +99,7 @@ def test_run_folder_contents_and_report(tiny_dataset, tmp_path):
                 "seconds", "images_per_s", "angles"):
         assert key in rows[0]
     # The run folder refuses to be reused without --force or --resume.
-    from fertool.errors import FertoolError
+    from fertool.core.errors import FertoolError
 
     with pytest.raises(FertoolError, match="not empty"):
         run(cfg, progress=False)
@@ -130,8 +130,8 @@ def test_dry_run_prints_trainable_parameters(tiny_dataset, tmp_path, n, expected
 
 
 def test_unfreeze_zero_is_refused():
-    from fertool.errors import FertoolError
-    from fertool.train import make_optimizer
+    from fertool.core.errors import FertoolError
+    from fertool.train.loop import make_optimizer
 
     model = FerNet()
     model.set_unfreeze(0)
@@ -140,7 +140,7 @@ def test_unfreeze_zero_is_refused():
 
 
 def test_scheduler_warmup_then_cosine():
-    from fertool.train import make_scheduler
+    from fertool.train.loop import make_scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)

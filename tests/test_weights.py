@@ -11,8 +11,8 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from fertool.errors import FertoolError, WeightsFormatError, WeightsUnavailableError
-from fertool.weights import (
+from fertool.core.errors import FertoolError, WeightsFormatError, WeightsUnavailableError
+from fertool.models.weights import (
     CONVERTED_FILENAME,
     PRETRAINED,
     load_backbone_weights,
@@ -148,8 +148,8 @@ def test_casia_conversion(casia_torch_home, small_backbone):
 
 
 def test_casia_reproduces_tensorflow(casia_torch_home, casia_ref, monkeypatch):
-    from fertool.io import read_image
-    from fertool.models import create_model
+    from fertool.core.io import read_image
+    from fertool.models.fernet import create_model
 
     monkeypatch.setenv("TORCH_HOME", str(casia_torch_home))
     model, _info = create_model("casia-webface", download=False)

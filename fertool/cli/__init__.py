@@ -1,5 +1,8 @@
 """The ``fertool`` command line: a thin click layer over the library.
 
+Owns: parsing options, calling one library function per command, printing, and turning library
+errors into one-line messages. May import: every layer of fertool (inside command bodies).
+
 Each sub-command lives in its own module of this package and exposes a ``command`` attribute
 (a :class:`click.Command`). Command modules import only click and the standard library at module
 level; torch, onnxruntime and scikit-learn are imported inside the command body, so
@@ -15,7 +18,7 @@ import sys
 
 import click
 
-from fertool import __version__
+from fertool.core.version import __version__
 
 
 def _command_modules() -> list[str]:
@@ -28,7 +31,7 @@ def _command_modules() -> list[str]:
 
 class FertoolGroup(click.Group):
     """Finds sub-commands in the modules of :mod:`fertool.cli` and turns library errors
-    (:class:`fertool.errors.FertoolError`) into clean one-line messages with exit status 1."""
+    (:class:`fertool.core.errors.FertoolError`) into clean one-line messages with exit status 1."""
 
     def list_commands(self, ctx):
         names = []
@@ -53,7 +56,7 @@ class FertoolGroup(click.Group):
         return getattr(module, "command", None)
 
     def invoke(self, ctx):
-        from fertool.errors import FertoolError
+        from fertool.core.errors import FertoolError
 
         try:
             return super().invoke(ctx)

@@ -66,7 +66,7 @@ def command(out, frames, n_frames, model, int8, batch_sizes, min_seconds, force)
     from pathlib import Path
 
     from fertool.bench import BenchConfig, run_bench, to_markdown, write_bench
-    from fertool.io import check_writable
+    from fertool.core.io import check_writable
 
     for name in ("bench.md", "bench.json"):
         check_writable(Path(out) / name, force)

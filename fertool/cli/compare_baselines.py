@@ -93,7 +93,7 @@ def command(data, protocol, seeds, n_folds, group, methods, heads, descriptor_he
       fertool compare-baselines --data sfew-675 --protocol paper --methods lpq,phog --out /tmp/p
     """
     from fertool.compare import CompareConfig, DescriptorSettings, run_comparison
-    from fertool.faces import FaceConfig
+    from fertool.faces.stage import FaceConfig
 
     cfg = CompareConfig(
         data=data, out=out, protocol=protocol,

@@ -6,7 +6,7 @@ import click
 
 from fertool.cli._options import face_options, force_option
 
-#: Names of fertool.models.FEATURE_LAYERS (restated here so that `fertool --help` needs no torch;
+#: Names of fertool.models.fernet.FEATURE_LAYERS (restated here so that `fertool --help` needs no torch;
 #: a test keeps the two equal).
 LAYERS = (
     "embedding",
@@ -88,15 +88,15 @@ def command(
     """
     from pathlib import Path
 
-    from fertool.embed import embed_folder
-    from fertool.errors import FertoolError
-    from fertool.io import check_writable
-    from fertool.weights import resolve_weights
+    from fertool.core.errors import FertoolError
+    from fertool.core.io import check_writable
+    from fertool.features.embed import embed_folder
+    from fertool.models.weights import resolve_weights
 
     check_writable(out, force)
     info = resolve_weights(weights)  # before importing torch: a missing file fails at once
 
-    from fertool.models import create_model
+    from fertool.models.fernet import create_model
 
     if device is None:
         import torch
@@ -105,7 +105,7 @@ def command(
     model, info = create_model(info, device=device)
     face_config = None
     if not no_detect:
-        from fertool.faces import FaceConfig
+        from fertool.faces.stage import FaceConfig
 
         face_config = FaceConfig(policy=face_policy, no_face=no_face, detect_scale=detect_scale)
     result = embed_folder(

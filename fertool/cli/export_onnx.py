@@ -90,7 +90,7 @@ def command(
     from pathlib import Path
 
     if head is not None:
-        from fertool.onnxhead import export_head
+        from fertool.serve.onnxhead import export_head
 
         if tta_flip is not None:
             raise click.UsageError(
@@ -113,7 +113,7 @@ def command(
     else:
         if run_dir is None:
             raise click.UsageError("give RUN_DIR (a fertool finetune run folder), or --head FILE")
-        from fertool.export import export_run
+        from fertool.serve.export import export_run
 
         res = export_run(
             run_dir,

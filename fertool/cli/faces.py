@@ -64,9 +64,9 @@ class Tally:
 
 def _samples(data: str, group: str, limit: int | None):
     """(root, [(path, label, group)], skipped files): class folders, or a plain folder of images."""
-    from fertool.data import discover
-    from fertool.errors import DatasetError
-    from fertool.io import is_image_path
+    from fertool.core.errors import DatasetError
+    from fertool.core.io import is_image_path
+    from fertool.data.dataset import discover
 
     root = Path(data)
     try:
@@ -108,7 +108,7 @@ class _SheetSample:
             self.problems.append(entry)
 
     def image(self, title: str):
-        from fertool.contact import contact_sheet
+        from fertool.faces.contact import contact_sheet
 
         tiles = self.even + self.problems
         if not tiles:
@@ -213,11 +213,11 @@ def command(
     green border = face, yellow = one of several faces, red = no face, centre crop) and
     OUT/faces.json (settings, counts, versions). Results are cached, so a second run is fast.
     """
-    from fertool.contact import mark_of
-    from fertool.env import versions
-    from fertool.errors import FertoolError
-    from fertool.faces import FaceConfig, extract_faces
-    from fertool.io import write_json, write_png, write_text
+    from fertool.core.env import versions
+    from fertool.core.errors import FertoolError
+    from fertool.core.io import write_json, write_png, write_text
+    from fertool.faces.contact import mark_of
+    from fertool.faces.stage import FaceConfig, extract_faces
 
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():

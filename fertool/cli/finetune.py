@@ -81,9 +81,9 @@ def command(data, out, dry_run, resume, force, augment, face_policy, no_face, de
     to OUT/report.json and report.md, with curves.png, confusion.png, metrics.jsonl and
     checkpoints (last.pt every epoch, best.pt).
     """
-    from fertool.augment import AugmentConfig
-    from fertool.faces import FaceConfig
-    from fertool.train import TrainConfig
+    from fertool.faces.stage import FaceConfig
+    from fertool.train.augment import AugmentConfig
+    from fertool.train.loop import TrainConfig
 
     face = FaceConfig(policy=face_policy, no_face=no_face, detect_scale=detect_scale)
     fields = TrainConfig.__dataclass_fields__
@@ -97,7 +97,7 @@ def command(data, out, dry_run, resume, force, augment, face_policy, no_face, de
     if dry_run:
         _plan(cfg)
         return
-    from fertool.train import run
+    from fertool.train.loop import run
 
     report = run(cfg, resume=resume, force=force)
     r = report["results"][0]
@@ -111,8 +111,13 @@ def command(data, out, dry_run, resume, force, augment, face_policy, no_face, de
 def _plan(cfg) -> None:
     import torch
 
-    from fertool.data import carve_validation, discover, make_splits
-    from fertool.models import FerNet, format_unfreeze_table, trainable_parameters, unfreeze_table
+    from fertool.data.dataset import carve_validation, discover, make_splits
+    from fertool.models.fernet import (
+        FerNet,
+        format_unfreeze_table,
+        trainable_parameters,
+        unfreeze_table,
+    )
 
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     m = discover(cfg.data, group=cfg.group)

@@ -10,8 +10,8 @@ def command() -> None:
     """Show versions, compute devices, cache folders and weight files."""
     import platform
 
-    from fertool import __version__
-    from fertool.env import environment_info
+    from fertool.core.env import environment_info
+    from fertool.core.version import __version__
 
     click.echo(f"fertool {__version__} on Python {platform.python_version()}")
     for key, value in environment_info().items():

