@@ -88,9 +88,14 @@ def prediction_row(pred: FacePrediction, labels: Sequence[str], fmt: str) -> dic
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str, header: bool = False) -> str:
-    """Rows as CSV or JSONL text (complete lines)."""
+    """Rows as CSV or JSONL text (complete lines).
+
+    Paths are kept exactly (newlines, quotes, commas and all): CSV quotes them, JSON escapes
+    them. A JSONL row holding a name that is not valid UTF-8 is written with ASCII escapes, so the
+    line stays valid JSON and ``json.loads`` gives the name back.
+    """
     if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        return "".join(_json_line(r) for r in rows)
     buf = io.StringIO()
     cols = list(rows[0]) if rows else []
     w = csv.writer(buf, lineterminator="\n")
@@ -99,6 +104,21 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: str, header: bool = False) 
     for r in rows:
         w.writerow(["" if v is None else v for v in r.values()])
     return buf.getvalue()
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: a file name's undecodable byte
+        line = json.dumps(row)
+    return line + "\n"
+
+
+#: How the output is opened: UTF-8; a file name's bytes that are not UTF-8 are written as they
+#: are (CSV) so that the path column holds the real name; lines end in "\n" only, so that a
+#: carriage return inside a quoted name does not end a line when reading back.
+TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\n"}
 
 
 def output_format(out: str | os.PathLike, fmt: str | None = None) -> str:
@@ -118,6 +138,29 @@ def output_format(out: str | os.PathLike, fmt: str | None = None) -> str:
     )
 
 
+def skipped_path(out: str | os.PathLike) -> Path:
+    """Where the files a run skipped are listed (``path,reason``): ``photos.skipped.csv`` beside
+    ``photos.csv``."""
+    p = Path(out)
+    return p.with_name(p.stem + ".skipped.csv")
+
+
+def write_skipped(out: str | os.PathLike, skipped: Sequence[tuple[str, str]]) -> Path | None:
+    """List ``skipped`` (path, reason) in :func:`skipped_path` (atomically); with nothing skipped,
+    remove a list an earlier run left. Returns the file written, or None."""
+    from fertool.core.io import write_text
+
+    target = skipped_path(out)
+    if not skipped:
+        target.unlink(missing_ok=True)
+        return None
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "reason"])
+    w.writerows(skipped)
+    return write_text(target, buf.getvalue())
+
+
 def partial_path(out: str | os.PathLike) -> Path:
     """Where rows go while the run lasts."""
     p = Path(out)
@@ -133,7 +176,7 @@ def _read_rows(path: Path, fmt: str, cols: list[str]) -> Iterator[tuple[str, str
 
     The header (CSV) must equal ``cols``; a last row without its line end is left out.
     """
-    with open(path, "r", encoding="utf-8", newline="") as fh:
+    with open(path, "r", **TEXT) as fh:
         if fmt == "csv":
             head = fh.readline()
             if head.rstrip("\r\n") != ",".join(cols):
@@ -215,11 +258,15 @@ class PredictSummary:
         Rows written in this run.
     status : dict of str to int
         Rows per status in this run.
+    skipped_file : Path or None
+        The list of skipped files beside the output (see :func:`skipped_path`), when any.
     errors : list of (path, message)
         Files that could not be read (the first :data:`MAX_LISTED_ERRORS`).
     n_errors : int
     non_images : int
-        Files skipped in the folders because their extension is not an image extension.
+        Files skipped in the folders (not images, pipes, links to folders, ...).
+    skipped : list of (path, reason)
+        Every one of them, named.
     seconds : float
     """
 
@@ -231,6 +278,8 @@ class PredictSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     n_errors: int = 0
     non_images: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    skipped_file: Path | None = None
     unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -248,6 +297,8 @@ class PredictSummary:
             "n_errors": self.n_errors,
             "errors": [list(e) for e in self.errors],
             "non_images": self.non_images,
+            "skipped": [list(e) for e in self.skipped],
+            "skipped_file": None if self.skipped_file is None else str(self.skipped_file),
             "unreadable_folders": [list(e) for e in self.unreadable_folders],
             "seconds": self.seconds,
             "images_per_s": self.images_per_s,
@@ -269,6 +320,7 @@ def predict_paths(
     cache_dir: str | os.PathLike | None = None,
     detector_threads: int | None = None,
     progress: bool = True,
+    by_extension: bool = False,
 ) -> PredictSummary:
     """Predict every image under ``inputs`` and write one row per image (or face) to ``out``.
 
@@ -299,6 +351,9 @@ def predict_paths(
         times faster than two (measured: 0.35 s instead of 2.4 s per 720x576 frame).
     progress : bool
         Progress bar on stderr.
+    by_extension : bool
+        In folders, read only files with an image extension; by default a file whose extension
+        is missing or unknown is read when its content is an image (see :func:`iter_image_paths`).
 
     Returns
     -------
@@ -334,14 +389,14 @@ def predict_paths(
     out.parent.mkdir(parents=True, exist_ok=True)
     done = prepare_resume(out, fmt, cols) if resume else set()
     if not done:
-        with open(partial, "w", encoding="utf-8", newline="") as fh:
+        with open(partial, "w", **TEXT) as fh:
             if fmt == "csv":
                 fh.write(",".join(cols) + "\n")
 
     face = face or model.face_config
     summary = PredictSummary(out, resumed=len(done))
     stats = WalkStats()
-    total = count_image_paths(inputs) if progress else None
+    total = count_image_paths(inputs, by_extension=by_extension) if progress else None
     bar = tqdm(
         total=total,
         initial=min(len(done), total or 0),
@@ -351,7 +406,7 @@ def predict_paths(
         disable=not progress,
         dynamic_ncols=True,
     )
-    todo = (p for p in iter_image_paths(inputs, stats) if p not in done)
+    todo = (p for p in iter_image_paths(inputs, stats, by_extension=by_extension) if p not in done)
     device = "cuda" if "CUDAExecutionProvider" in model.providers else "cpu"
     records = extract_faces(
         todo,
@@ -367,7 +422,7 @@ def predict_paths(
     try:
         with (
             torch_threads(detector_threads),
-            open(partial, "a", encoding="utf-8", newline="") as fh,
+            open(partial, "a", **TEXT) as fh,
         ):
             pending: list[FaceRecord] = []
             n_crops = 0
@@ -386,8 +441,11 @@ def predict_paths(
         summary.seconds = time.perf_counter() - t0
         summary.status = dict(status)
         summary.non_images = stats.non_images
+        summary.skipped = [tuple(e) for e in stats.skipped]
         summary.unreadable_folders = list(stats.unreadable_folders)
     os.replace(partial, out)
+    folders = [(f, f"cannot read folder ({why})") for f, why in summary.unreadable_folders]
+    summary.skipped_file = write_skipped(out, summary.skipped + folders)
     return summary
 
 

@@ -9,6 +9,7 @@ Import by name (pytest puts ``tests/`` on ``sys.path``)::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ import numpy as np
 from fertool.core.labels import LABELS
 
 REPO = Path(__file__).resolve().parent.parent
-CASIA_REF = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "casia-ref"
+#: As in conftest: FERTOOL_SHARED, else ../shared beside the checkout.
+SHARED = Path(os.environ.get("FERTOOL_SHARED", REPO.parent / "shared"))
+CASIA_REF = SHARED / "fixtures" / "casia-ref"
 
 _SESSION: dict[str, object] = {}
 

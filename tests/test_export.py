@@ -300,8 +300,10 @@ def test_sklearn_head_joins_a_backbone_graph(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_head_with_casia_backbone(casia_torch_home, monkeypatch, tmp_path):
-    """FaceNet (CASIA) + a saved logistic-regression head, exported, served by fertool.load."""
+def test_export_head_with_casia_backbone(casia_torch_home, casia_ref, monkeypatch, tmp_path):
+    """FaceNet (CASIA) + a saved logistic-regression head, exported, served by fertool.load.
+
+    Needs the real faces of ../shared/fixtures/casia-ref (``casia_ref`` skips without them)."""
     from onnx_models import casia_faces
 
     from fertool.core.io import write_png

@@ -9,11 +9,14 @@ naming the file and the reason, so that a batch can record it and go on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io as _io
 import json
 import os
+import stat
 import tempfile
+import unicodedata
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +31,128 @@ from fertool.core.errors import FertoolError, ImageReadError
 MAX_PIXELS = 256_000_000
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"}
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+        ".pgm", ".ppm", ".pbm", ".pnm", ".avif", ".jp2", ".j2k",
+    }
 )
+
+#: Pillow formats recognised by content (:func:`image_format`) when a file's extension is missing
+#: or unknown: photographic formats only, so that a data file that happens to start like some
+#: exotic format is not taken for a picture.
+CONTENT_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "PPM", "JPEG2000")
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
     """True when the file name has an image extension fertool reads."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, in words (``"regular file"``, ``"named pipe (FIFO)"``, ...)."""
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def regular_file_stat(path: str | os.PathLike) -> os.stat_result:
+    """``os.stat(path)`` (links followed) when it is a regular file; never opens the file.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the file, when it does not exist, is a dangling link or a link loop, cannot be
+        examined, or is not a regular file (a folder, a named pipe, a socket, a device): such a
+        file is never opened, since reading a pipe or a device can block forever or never end.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        reason = "dangling symbolic link" if p.is_symlink() else "no such file"
+        raise ImageReadError(p, reason) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(p, "symbolic link loop") from None
+        raise ImageReadError(p, f"cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageReadError(p, "is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(
+            p, f"not a regular file but a {file_kind(st.st_mode)}; not opened"
+        )
+    return st
+
+
+def image_format(path: str | os.PathLike) -> str | None:
+    """The image format of a file by its content (Pillow's identification, header only).
+
+    Returns a Pillow format name of :data:`CONTENT_FORMATS` (``"JPEG"``, ``"AVIF"``, ...), or
+    None for anything else: not an image, unreadable, empty, or not a regular file (which is not
+    opened). Nothing is decoded beyond the header, so this is cheap on large files.
+    """
+    from PIL import Image
+
+    try:
+        st = regular_file_stat(path)
+    except ImageReadError:
+        return None
+    if st.st_size == 0:
+        return None
+    formats = [f for f in CONTENT_FORMATS if f in _pil_open_formats()]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open(path, "rb") as fh, Image.open(fh, formats=formats) as img:
+                return img.format
+    except Exception:  # noqa: BLE001 - any failure to identify means "not an image we read"
+        return None
+
+
+def _pil_open_formats() -> frozenset[str]:
+    from PIL import Image
+
+    Image.init()
+    return frozenset(Image.OPEN)
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other invisible characters escaped visibly, on one line.
+
+    For places where a file name is shown rather than stored (log lines, terminal messages,
+    Markdown, contact-sheet captions): a newline becomes ``\\n``, other control, format and
+    unassigned characters ``\\xNN``/``\\uNNNN``, and a byte that was not UTF-8 (held by Python as a
+    lone surrogate) ``\\xNN`` of the byte. Printable text, quotes and non-ASCII letters are kept.
+    CSV and JSON writers keep names as they are (exact round trip) and do not use this.
+    """
+    if text.isprintable():
+        return text
+    return "".join(_printable_char(ch) for ch in text)
+
+
+def _printable_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: an undecodable byte of a name
+        return f"\\x{code - 0xDC00:02x}"
+    category = unicodedata.category(ch)
+    if category[0] not in "CZ" or category == "Zs":
+        return ch
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _to_uint8_rgb(img) -> np.ndarray:
@@ -66,35 +184,29 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Handles JPEG, PNG, TIFF (including palette-mode and 16-bit grey), BMP, WebP and GIF (first
     frame); grey, palette, RGBA (composited on white), CMYK and 16-bit modes; applies the EXIF
-    orientation tag.
+    orientation tag. The file's type is checked before it is opened: a named pipe, a socket or a
+    device (even behind a symbolic link) is refused without being opened.
 
     Raises
     ------
     ImageReadError
-        For a missing, empty, truncated, corrupt or non-image file, or one above
-        :data:`MAX_PIXELS`; the message names the file and the reason.
+        For a missing, empty, truncated, corrupt or non-image file, one that is not a regular
+        file, or one above :data:`MAX_PIXELS`; the message names the file and the reason.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
-    if not p.exists():
-        raise ImageReadError(p, "no such file")
-    if p.is_dir():
-        raise ImageReadError(p, "is a folder, not an image file")
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise ImageReadError(p, f"cannot read file ({exc.strerror or exc})") from exc
+    size = regular_file_stat(p).st_size  # never opens a pipe, a socket or a device
     if size == 0:
         raise ImageReadError(p, "empty file (0 bytes)")
     try:
-        data = p.read_bytes()
+        fh = open(p, "rb")  # noqa: SIM115 - closed by the with block below
     except OSError as exc:
         raise ImageReadError(p, f"cannot read file ({exc.strerror or exc})") from exc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(_io.BytesIO(data)) as img:
+            with fh, Image.open(fh) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ImageReadError(
@@ -120,6 +232,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(p, reason) from None
     except MemoryError:
         raise ImageReadError(p, "not enough memory to decode this image") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder bug on hostile data is still a bad file
+        raise ImageReadError(p, f"corrupt image data ({type(exc).__name__}: {exc})") from None
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -127,7 +241,18 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
+    """Hex sha256 of a file, read in chunks.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read, and also when it is not a regular file (a named pipe, a
+        socket, a device, a folder): those are refused before opening, since reading them can
+        block forever or never end.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, f"not a regular file but a {file_kind(st.st_mode)}", str(path))
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
@@ -149,6 +274,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", force: bool = True) 
 
     The temporary file is removed if the block raises (including KeyboardInterrupt), so the final
     name only ever holds a complete file. With ``force=False`` an existing file is an error.
+    Text is UTF-8; a file name that is not valid UTF-8 (Python holds its bytes as lone
+    surrogates) is written back as its original bytes (``errors="surrogateescape"``), so that
+    names round-trip instead of crashing the writer.
     """
     p = Path(path)
     if not force:
@@ -156,7 +284,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", force: bool = True) 
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}
+        with os.fdopen(fd, mode, **text) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -46,7 +46,9 @@ def contact_sheet(
     marks : sequence of str
         One key of :data:`MARKS` per tile: the border colour.
     captions : sequence of str, optional
-        A short text under each tile (cut to fit).
+        A short text under each tile (cut to fit). Captions and the title are user data (file
+        names): control characters are shown escaped (a newline as ``\\n``, see
+        :func:`fertool.core.io.printable`), so every caption stays on its line.
     cols : int
         Tiles per row.
     tile : int
@@ -61,6 +63,8 @@ def contact_sheet(
     (H, W, 3) uint8 ndarray
     """
     from PIL import Image, ImageDraw, ImageFont
+
+    from fertool.core.io import printable
 
     if len(marks) != len(tiles) or (captions is not None and len(captions) != len(tiles)):
         raise ValueError("tiles, marks and captions must have the same length")
@@ -83,7 +87,7 @@ def contact_sheet(
     width = max(cols * tile, 420)
     sheet = Image.new("RGB", (width, header + rows * (tile + cap_h) + 2), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    draw.text((4, 2), title, fill=(0, 0, 0), font=font)
+    draw.text((4, 2), printable(title), fill=(0, 0, 0), font=font)
     x = 4
     for key in dict.fromkeys(marks):
         colour, text = MARKS[key]
@@ -103,7 +107,7 @@ def contact_sheet(
             )
         sheet.paste(body, (x0 + border, y0 + border))
         if captions is not None:
-            text = captions[k]
+            text = printable(str(captions[k]))
             while text and draw.textlength(text, font=font) > tile - 2:
                 text = text[:-1]
             draw.text((x0 + 1, y0 + tile), text, fill=(0, 0, 0), font=font)
