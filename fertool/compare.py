@@ -12,13 +12,15 @@ splits.
 What one comparison does, in order:
 
 1. discover the dataset and make the protocol's splits (:func:`fertool.data.dataset.make_splits`);
-2. run the face stage once over every image (:func:`fertool.faces.stage.face_crops`, cached on disk), so
-   every method sees the same aligned crops;
+2. run the face stage once over every image (:func:`fertool.faces.stage.face_crops`, cached on
+   disk), so every method sees the same aligned crops;
 3. compute each feature source once for all crops: LPQ, PHOG (both label-free, so computing them
    on every face is leak-free), FaceNet embeddings and pooled features;
-4. for every method and every split, fit a named head (:func:`fertool.evaluate.classify.fit_head`) on the
-   training part only, its hyperparameters chosen by cross-validation inside that training part,
-   grouped like the outer protocol, then predict the test part;
+4. for every method and every split, fit a named head
+   (:func:`fertool.evaluate.classify.fit_head`) on the training part only, its hyperparameters
+   chosen by cross-validation inside that training part, grouped like the outer protocol, then
+   predict the test part (the predictions are kept for the report's bootstrap intervals and
+   paired differences);
 5. evaluate fine-tuned runs (``fertool finetune`` folders) on the test part of the split they were
    trained on, when that split is one of this comparison's splits; otherwise list them as not
    comparable, with the reason;
@@ -64,8 +66,11 @@ FACENET_LAYERS = {"facenet": "embedding", "facenet-pool": "pool"}
 SOURCES = (*DESCRIPTOR_SOURCES, *FACENET_LAYERS)
 DEFAULT_METHODS = ("lpq", "phog", "lpq+phog", "facenet", "facenet-pool")
 DEFAULT_HEADS = ("svm-rbf", "svm-linear", "logreg", "knn")
-#: Split seeds when none are given: the paper protocol repeats its 50/50 split over three seeds.
-DEFAULT_SEEDS = {"paper": (0, 1, 2), "movie": (0,), "kfold": (0,)}
+#: Split seeds when none are given: the paper protocol repeats its 50/50 split over three seeds,
+#: the movie protocol draws five random 2-fold partitions of the movies (10 test parts);
+#: ``movie-legacy`` keeps its one recorded seed.
+DEFAULT_SEEDS = {"paper": (0, 1, 2), "movie": (0, 1, 2, 3, 4), "kfold": (0,),
+                 "movie-legacy": (0,)}
 FEATURE_MAPS = ("none", "sqrt")
 #: Crops per chunk when computing descriptors (bounds memory, drives the progress bar).
 _CHUNK = 64
@@ -158,6 +163,7 @@ class CompareConfig:
     device: str | None = None
     batch_size: int = 32
     force: bool = False
+    n_boot: int = 2000
 
     def resolved_seeds(self) -> tuple[int, ...]:
         return tuple(self.seeds) if self.seeds else DEFAULT_SEEDS.get(self.protocol, (0,))
@@ -184,8 +190,8 @@ class CompareOutcome:
     figures: dict[str, str] = field(default_factory=dict)
 
     def best(self) -> MethodResult | None:
-        ok = [r for r in self.results if r.status == "ok"]
-        return max(ok, key=lambda r: r.accuracy_mean) if ok else None
+        """The most accurate method among those scored on every test part."""
+        return best_result(self.results)
 
 
 # ------------------------------------------------------------------------------------------
@@ -229,7 +235,8 @@ def plan_methods(
     Raises
     ------
     UnknownMethodError
-        For an unknown source; :class:`fertool.evaluate.classify.UnknownHeadError` for an unknown head.
+        For an unknown source; :class:`fertool.evaluate.classify.UnknownHeadError` for an unknown
+        head.
     """
     from fertool.evaluate.classify import make_head
 
@@ -373,8 +380,47 @@ def _inner_groups(protocol: str, groups: np.ndarray) -> np.ndarray | None:
     return groups
 
 
+def best_result(results: list[MethodResult]) -> MethodResult | None:
+    """The most accurate ``ok`` result among those covering the most test parts."""
+    ok = [r for r in results if r.status == "ok"]
+    if not ok:
+        return None
+    most = max(r.n_folds for r in ok)
+    return max((r for r in ok if r.n_folds == most), key=lambda r: r.accuracy_mean)
+
+
+def paired_comparisons(results: list[MethodResult], n_boot: int = 2000,
+                       seed: int = 0) -> dict | None:
+    """The best method (:func:`best_result`) minus each other method with test predictions, on
+    the test parts both were scored on, with group-bootstrap intervals
+    (:func:`fertool.evaluate.uncertainty.paired_difference`). None without a best with
+    predictions."""
+    from fertool.evaluate.uncertainty import paired_difference
+
+    best = best_result(results)
+    if best is None or not best.predictions:
+        return None
+    by_split = {f.split: f for f in best.predictions}
+    against = []
+    for r in results:
+        if r is best or r.status != "ok":
+            continue
+        if not r.predictions:
+            against.append({"method": r.method, "n_parts": 0, "accuracy": None,
+                            "macro_f1": None, "distinguishable": False,
+                            "note": "no per-image predictions (scores taken from a report)"})
+            continue
+        mine = [f for f in r.predictions if f.split in by_split]
+        d = paired_difference([by_split[f.split] for f in mine], mine, len(LABELS),
+                              n_boot=n_boot, seed=seed)
+        against.append({"method": r.method, "n_parts": len(mine), **d})
+    return {"best": best.method, "n_parts": best.n_folds, "n_boot": n_boot, "seed": seed,
+            "difference": "best minus method, on the same test images", "against": against}
+
+
 def _summarise(
-    name: str, folds: list[dict], evals: list, details: dict, seconds: float
+    name: str, folds: list[dict], evals: list, details: dict, seconds: float,
+    predictions: list | None = None,
 ) -> MethodResult:
     from fertool.evaluate.metrics import summarise
 
@@ -391,6 +437,7 @@ def _summarise(
         details={**details, "confusion_sum": s["confusion_sum"], "labels": s["labels"],
                  "n_test_total": s["n_total"]},
         folds=folds,
+        predictions=predictions,
     )
 
 
@@ -403,19 +450,25 @@ def evaluate_plan(
     *,
     cv: int = 3,
     bar=None,
+    test_groups: np.ndarray | None = None,
 ) -> MethodResult:
     """Fit ``plan.head`` on each training part (inner CV inside it) and score its test part.
 
     ``parts`` holds ``(split, train_rows, test_rows)`` with rows into ``X``; ``groups`` (rows of
     ``X``) makes the inner CV grouped. The test rows never reach :func:`fit_head`.
+    ``test_groups`` (rows of ``X``; default ``groups``, else every row its own group) are the
+    units the report's bootstrap resamples.
     """
     from threadpoolctl import threadpool_limits
 
     from fertool.evaluate.classify import fit_head
     from fertool.evaluate.metrics import evaluate
+    from fertool.evaluate.uncertainty import FoldPredictions
 
     t0 = time.perf_counter()
-    folds, evals = [], []
+    folds, evals, predictions = [], [], []
+    if test_groups is None:
+        test_groups = groups if groups is not None else np.arange(len(y)).astype(str)
     for split, tr, te in parts:
         # libsvm's RBF kernel calls BLAS ddot once per pair of samples; a threaded BLAS turns each
         # call into a thread hand-off, which made the LPQ fits several times slower here.
@@ -425,6 +478,7 @@ def evaluate_plan(
             pred = fitted.predict(X[te])
         res = evaluate(y[te], pred, LABELS)
         evals.append(res)
+        predictions.append(FoldPredictions(split.name, y[te], np.asarray(pred), test_groups[te]))
         folds.append({
             "split": split.name, "hash": split.hash, "n_train": len(tr), "n_test": res.n,
             "accuracy": res.accuracy, "macro_f1": res.macro_f1,
@@ -435,7 +489,7 @@ def evaluate_plan(
             bar.update(1)
     details = {"source": plan.source, "head": plan.head, "features": int(X.shape[1]),
                "inner_cv": {"folds": cv, "grouped": groups is not None}}
-    return _summarise(plan.name, folds, evals, details, time.perf_counter() - t0)
+    return _summarise(plan.name, folds, evals, details, time.perf_counter() - t0, predictions)
 
 
 def _unavailable(name: str, reason: str, status: str = "unavailable", **details) -> MethodResult:
@@ -519,6 +573,7 @@ def _finetuned_fold(run: _RunInfo, split, te, y, crops, face_config, device) -> 
                 "per_class_recall": dict(reported.get("per_class_recall") or {})}
     pred, info = _finetuned_predictions(run.run_dir, crops[te], device)
     res = evaluate(y[te], pred, LABELS)
+    info["_pred"] = pred  # taken out by finetuned_results (for the bootstrap), never written
     if info["face"] and info["face"] != face_config:
         info["note"] = "the run was trained on crops made with other face settings"
     return {**fold, "evaluated_from": "best.pt", "n_test": res.n, "accuracy": res.accuracy,
@@ -526,7 +581,8 @@ def _finetuned_fold(run: _RunInfo, split, te, y, crops, face_config, device) -> 
             "confusion": res.confusion.tolist(), **info}
 
 
-def _finetuned_row(name: str, folds: list[dict], n_splits: int, seconds: float) -> MethodResult:
+def _finetuned_row(name: str, folds: list[dict], n_splits: int, seconds: float,
+                   predictions: list | None = None) -> MethodResult:
     """Mean +- std over the test parts a method's runs cover (as :func:`_summarise` does)."""
     def mean_std(key):
         v = np.array([f[key] for f in folds], dtype=float)
@@ -548,7 +604,9 @@ def _finetuned_row(name: str, folds: list[dict], n_splits: int, seconds: float) 
         details["labels"] = list(LABELS)
     return MethodResult(method=name, accuracy_mean=acc, accuracy_std=acc_std, macro_f1=f1,
                         macro_f1_std=f1_std, per_class_recall=recall, n_folds=len(folds),
-                        seconds=round(seconds, 2), details=details, folds=folds)
+                        seconds=round(seconds, 2), details=details, folds=folds,
+                        predictions=predictions if predictions and len(predictions) == len(folds)
+                        else None)
 
 
 def finetuned_results(
@@ -560,6 +618,7 @@ def finetuned_results(
     *,
     device: str | None = None,
     bar=None,
+    groups: np.ndarray | None = None,
 ) -> list[MethodResult]:
     """Fine-tuned run folders, scored on the test part of their own split.
 
@@ -570,8 +629,13 @@ def finetuned_results(
     folds of the protocol are combined into one row. Any other run is listed as not comparable,
     named ``METHOD@FOLDER``.
     """
+    from fertool.evaluate.uncertainty import FoldPredictions
+
     rows: dict[str, list[dict]] = {}
+    preds: dict[str, list] = {}
     seconds: dict[str, float] = {}
+    if groups is None:
+        groups = np.arange(len(y)).astype(str)
     out: list[MethodResult] = []
     for run_dir in map(Path, run_dirs):
         if bar is not None:
@@ -608,9 +672,13 @@ def finetuned_results(
         if any(f["hash"] == split.hash for f in rows.get(key, [])):
             key = f"{run.method}@{run_dir.name}"  # a second run of the method on the same part
         rows.setdefault(key, []).append(fold)
+        if "_pred" in fold:
+            preds.setdefault(key, []).append(
+                FoldPredictions(split.name, y[te], fold.pop("_pred"), groups[te]))
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
     n_splits = len(split_parts)
-    return [_finetuned_row(k, folds, n_splits, seconds[k]) for k, folds in rows.items()] + out
+    return [_finetuned_row(k, folds, n_splits, seconds[k], preds.get(k))
+            for k, folds in rows.items()] + out
 
 
 # ------------------------------------------------------------------------------------------
@@ -678,7 +746,7 @@ def _all_features(
 
 
 def _fit_all(cfg, plans, features, missing_reason, y, inner_groups, parts, crops, face_config,
-             progress) -> list[MethodResult]:
+             progress, groups=None) -> list[MethodResult]:
     """One result per plan (or the reason it could not run), then the fine-tuned runs."""
     from tqdm import tqdm
 
@@ -694,7 +762,7 @@ def _fit_all(cfg, plans, features, missing_reason, y, inner_groups, parts, crops
             bar.set_postfix_str(plan.name)
             try:
                 results.append(evaluate_plan(plan, features[plan.source], y, inner_groups, parts,
-                                             cv=cfg.cv, bar=bar))
+                                             cv=cfg.cv, bar=bar, test_groups=groups))
             except (FertoolError, ValueError) as exc:
                 log.warning("%s failed: %s", plan.name, exc)
                 results.append(_unavailable(plan.name, str(exc), status="failed",
@@ -702,7 +770,7 @@ def _fit_all(cfg, plans, features, missing_reason, y, inner_groups, parts, crops
         if cfg.finetuned:
             by_hash = {part[0].hash: part for part in parts}
             results += finetuned_results(list(cfg.finetuned), by_hash, y, crops, face_config,
-                                         device=cfg.device, bar=bar)
+                                         device=cfg.device, bar=bar, groups=groups)
     return results
 
 
@@ -734,7 +802,7 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
     """
     from fertool.core.env import versions
     from fertool.data.dataset import discover, make_splits, splits_hash
-    from fertool.evaluate.report import command_line, write_report
+    from fertool.evaluate.report import add_uncertainty, command_line, write_report
     from fertool.faces.stage import FaceConfig
 
     t_start = time.perf_counter()
@@ -763,8 +831,13 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
         parts.append((split, tr[tr >= 0], te[te >= 0]))
 
     features, weights_meta, missing = _all_features(cfg, plans, crops, progress, timings)
+    groups = manifest.groups[row_of >= 0]
     results = _fit_all(cfg, plans, features, missing, y, inner_groups, parts, crops,
-                       face_cfg.to_dict(), progress)
+                       face_cfg.to_dict(), progress, groups=groups)
+    t_boot = time.perf_counter()
+    add_uncertainty(results, n_boot=cfg.n_boot)
+    comparisons = paired_comparisons(results, n_boot=cfg.n_boot)
+    timings["bootstrap"] = time.perf_counter() - t_boot
     timings["fit + test"] = sum(r.seconds or 0.0 for r in results)
     figures = _confusion_figures(results, out, cfg.protocol)
 
@@ -787,6 +860,9 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
         "heads": list(cfg.heads),
         "inner_cv": {"folds": cfg.cv, "grouped": inner_groups is not None,
                      "scoring": "accuracy", "on": "training part of each split only"},
+        "bootstrap": {"replicates": cfg.n_boot, "seed": 0, "level": 0.95,
+                      "resamples": f"the {len(set(groups.tolist()))} groups of the test parts "
+                                   f"({'movies' if cfg.group == 'sfew' else cfg.group})"},
         "chance_largest_class": round(float(counts.max() / max(1, counts.sum())), 4),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "command": command_line(),
@@ -798,7 +874,7 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
         out, title=f"Baselines on {Path(cfg.data).name}: {cfg.protocol} protocol",
         protocol=cfg.protocol, split_hash=split_hash, results=results, meta=meta,
         notes=_notes(cfg, seeds, splits, results, face_stats, meta["chance_largest_class"]),
-        images=figures,
+        images=figures, comparisons=comparisons, n_boot=cfg.n_boot,
     )
     n_ok = sum(r.status == "ok" for r in results)
     log.info("comparison done: %d of %d methods ran, %.1f s", n_ok, len(results), timings["total"])
@@ -809,8 +885,12 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
 def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
     what = {
         "paper": f"stratified 50/50 split, repeated over seeds {', '.join(map(str, seeds))}",
-        "movie": f"{len(splits)} folds with no movie on both sides "
-                 f"(seed {', '.join(map(str, seeds))})",
+        "movie": f"{len(splits) // max(1, len(seeds))} folds with no movie on both sides, a new "
+                 f"random class-balanced partition of the movies for each of the seeds "
+                 f"{', '.join(map(str, seeds))} ({len(splits)} test parts)",
+        "movie-legacy": f"{len(splits)} folds with no movie on both sides, fertool's former "
+                        f"movie splitter (seed {', '.join(map(str, seeds))}; barely changes "
+                        "with the seed)",
         "kfold": f"stratified {len(splits) // max(1, len(seeds))}-fold, seeds "
                  f"{', '.join(map(str, seeds))}",
     }[cfg.protocol]
@@ -818,8 +898,7 @@ def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
     grouped = " grouped by movie" if cfg.protocol != "paper" else ""
     notes = [
         (f"Protocol `{cfg.protocol}`: {what}. Accuracy is the mean over the {len(splits)} test "
-         "parts +- their sample standard deviation; macro-F1 and per-class recall (`rec.`) are "
-         "means too."),
+         "parts; macro-F1 and per-class recall (`rec.`) are means too."),
         (f"Every method sees the same {n_crops} aligned face crops "
          f"({face_stats['fallback_centre_crop']} images without a detected face use a centre "
          "crop) and the same splits. Features are computed once per face; scaler, PCA, classifier "
@@ -855,7 +934,7 @@ def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
 
 __all__ = [
     "DEFAULT_HEADS", "DEFAULT_METHODS", "DEFAULT_SEEDS", "CompareConfig", "CompareOutcome",
-    "DescriptorSettings", "MethodPlan", "UnknownMethodError", "descriptor_features",
-    "evaluate_plan", "facenet_features", "finetuned_results", "plan_methods", "run_comparison",
-    "weights_label",
+    "DescriptorSettings", "MethodPlan", "UnknownMethodError", "best_result", "descriptor_features",
+    "evaluate_plan", "facenet_features", "finetuned_results", "paired_comparisons",
+    "plan_methods", "run_comparison", "weights_label",
 ]

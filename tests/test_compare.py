@@ -128,7 +128,20 @@ def test_report_paper_protocol(dataset, tmp_path):
     assert details["phog"]["features"] == 12 * (1 + 4 + 16 + 64)
 
     md = (out / "report.md").read_text()
-    assert "| method | accuracy % (mean +- std) | macro-F1 %" in md
+    assert "| method | accuracy % [95% CI] | std over parts | macro-F1 % [95% CI] |" in md
+    # every ok method has its group-bootstrap interval around its mean, and per-part figures
+    for r in report["results"]:
+        u = r["uncertainty"]
+        assert u["n_boot"] == 2000 and u["unit"] == "group" and u["n_groups"] == 6
+        assert u["accuracy"]["low"] <= r["accuracy_mean"] <= u["accuracy"]["high"]
+        assert u["accuracy"]["mean"] == pytest.approx(r["accuracy_mean"])
+        assert [f["accuracy"] for f in u["per_fold"]] == pytest.approx(
+            [f["accuracy"] for f in r["folds"]])
+        assert set(u["per_class_recall"]) == set(manifest.classes)
+    comp = report["comparisons"]
+    assert comp["best"] == outcome.best().method
+    assert {c["method"] for c in comp["against"]} == set(FAST) - {comp["best"]}
+    assert "## Paired differences to the best method" in md and "## Per-class recall" in md
     for name in FAST:
         assert f"| {name} |" in md
     assert f"split hash: `{outcome.split_hash}`" in md and "face_fallbacks" in md
@@ -157,7 +170,8 @@ def test_movie_protocol_is_grouped_inside(dataset, tmp_path):
                   descriptors=DescriptorSettings(phog_levels=2, feature_map="none"))
     outcome = run_comparison(cfg, progress=False)
     report = json.loads((out / "report.json").read_text())
-    assert report["seeds"] == [0] and report["n_splits"] == 2  # movie default: 2 folds, seed 0
+    # movie default: 2 folds, seeds 0-4
+    assert report["seeds"] == [0, 1, 2, 3, 4] and report["n_splits"] == 10
     assert report["inner_cv"]["grouped"] is True
     assert report["descriptors"]["feature_map"] == "none"
     (r,) = outcome.results

@@ -18,5 +18,5 @@ def test_report_schema_and_table(tmp_path):
         assert key in data["results"][0]
     assert data["results"][1]["reason"] == "weights not cached"
     text = md.read_text()
-    assert "38.3 +- 1.2" in text and "not run: weights not cached" in text
+    assert "| lpq | 38.3 | 1.2 (3) | 37.0 |" in text and "not run: weights not cached" in text
     assert "| lpq |" in markdown_table(results)

@@ -5,26 +5,15 @@ labels (:mod:`fertool.core.labels`). Images are found recursively inside each cl
 whose name is not a known expression are reported in :attr:`Manifest.unknown_folders`, never
 guessed.
 
-Protocols (see design.md):
-
-``paper``
-    stratified 50/50 split, one split per seed.
-``movie``
-    grouped, stratified 2-fold split: no group (SFEW movie) on both sides.
-``kfold``
-    stratified k-fold, grouped when the manifest has meaningful groups and ``grouped=True``.
-
-Every :class:`Split` carries a stable hash of its exact membership (relative paths), recorded in
-every output that uses it.
+The evaluation protocols (``paper``, ``movie``, ``kfold``, ``movie-legacy``), their splits, split
+hashes and validation carve live in :mod:`fertool.data.splits`; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +22,18 @@ import numpy as np
 from fertool.core.errors import DatasetError
 from fertool.core.io import is_image_path
 from fertool.core.labels import LABELS, canonical_label
+from fertool.data.splits import (  # re-exported: the protocols live in splits
+    PROTOCOLS,
+    DataTooSmallError,
+    Split,
+    carve_validation,
+    check_protocol,
+    make_splits,
+    plan_validation,
+    splits_hash,
+)
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("paper", "movie", "kfold")
 
 
 def sfew_group(path: str | os.PathLike) -> str:
@@ -179,128 +176,8 @@ def discover(root: str | os.PathLike, group: str | None = "sfew") -> Manifest:
     return Manifest(root, samples, unknown, skipped)
 
 
-@dataclass(frozen=True)
-class Split:
-    """One train/test partition of a manifest (indices into ``manifest.samples``)."""
-
-    protocol: str
-    seed: int
-    fold: int
-    train: np.ndarray
-    test: np.ndarray
-    hash: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.protocol}-seed{self.seed}-fold{self.fold}"
-
-
-def _hash_indices(manifest: Manifest, protocol: str, train, test) -> str:
-    h = hashlib.sha256(protocol.encode())
-    for tag, idx in (("train", train), ("test", test)):
-        h.update(f"\n[{tag}]\n".encode())
-        h.update(
-            "\n".join(sorted(manifest.relpath(manifest.samples[i].path) for i in idx)).encode()
-        )
-    return h.hexdigest()[:16]
-
-
-def splits_hash(splits: list[Split]) -> str:
-    """One hash for a list of splits (what a report covering all folds records)."""
-    h = hashlib.sha256("|".join(s.hash for s in splits).encode())
-    return h.hexdigest()[:16]
-
-
-def make_splits(
-    manifest: Manifest,
-    protocol: str = "movie",
-    *,
-    seeds: tuple[int, ...] | list[int] = (0,),
-    n_folds: int | None = None,
-    grouped: bool = True,
-) -> list[Split]:
-    """Train/test splits for a protocol.
-
-    ``paper``: one stratified 50/50 split per seed. ``movie``: for each seed, a stratified grouped
-    k-fold (``n_folds`` default 2) with no group on both sides. ``kfold``: for each seed, a
-    stratified k-fold (default 5), grouped when ``grouped`` is true.
-    """
-    from sklearn.model_selection import (
-        StratifiedGroupKFold,
-        StratifiedKFold,
-        StratifiedShuffleSplit,
-    )
-
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-    y = manifest.y
-    groups = manifest.groups
-    X = np.zeros((len(y), 1))
-    out: list[Split] = []
-    for seed in seeds:
-        if protocol == "paper":
-            sss = StratifiedShuffleSplit(n_splits=1, test_size=0.5, random_state=seed)
-            parts = list(sss.split(X, y))
-        elif protocol == "movie":
-            k = n_folds or 2
-            n_groups = len(set(groups))
-            if n_groups < k:
-                raise DatasetError(
-                    f"the movie protocol needs at least {k} groups; this dataset has {n_groups}"
-                )
-            parts = list(
-                StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups)
-            )
-        else:
-            k = n_folds or 5
-            if grouped and len(set(groups)) < len(groups):
-                parts = list(
-                    StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups)
-                )
-            else:
-                parts = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y))
-        for fold, (tr, te) in enumerate(parts):
-            tr, te = np.sort(tr), np.sort(te)
-            out.append(
-                Split(protocol, seed, fold, tr, te, _hash_indices(manifest, protocol, tr, te))
-            )
-    return out
-
-
-def carve_validation(
-    manifest: Manifest,
-    train: np.ndarray,
-    fraction: float = 0.2,
-    seed: int = 0,
-    grouped: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split training indices into (fit, validation), stratified and grouped like the protocol.
-
-    Only ``train`` is touched, never the test part.
-    """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
-
-    train = np.asarray(train)
-    y = manifest.y[train]
-    groups = manifest.groups[train]
-    X = np.zeros((len(train), 1))
-    if grouped and len(set(groups)) < len(groups):
-        # As many folds as the fraction asks, but no more than groups or the largest class allow.
-        k = max(2, min(round(1 / fraction), len(set(groups)), int(np.bincount(y).max())))
-        counts = np.bincount(y, minlength=len(LABELS))
-        rare = [f"{LABELS[c]} ({counts[c]})" for c in np.flatnonzero((counts > 0) & (counts < k))]
-        if rare:
-            log.warning(
-                "validation carve (%d grouped folds): %s have fewer training images than folds; "
-                "the validation part may miss them", k, ", ".join(rare),
-            )
-        with warnings.catch_warnings():  # said above, naming the classes
-            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-            fit, val = next(
-                StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(X, y, groups)
-            )
-    else:
-        fit, val = next(
-            StratifiedShuffleSplit(1, test_size=fraction, random_state=seed).split(X, y)
-        )
-    return np.sort(train[fit]), np.sort(train[val])
+__all__ = [
+    "PROTOCOLS", "DataTooSmallError", "Manifest", "Sample", "Split", "carve_validation",
+    "check_protocol", "discover", "make_splits", "plan_validation", "regex_group", "sfew_group",
+    "splits_hash",
+]
