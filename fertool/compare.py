@@ -58,6 +58,7 @@ import numpy as np
 from fertool.core.errors import FertoolError
 from fertool.core.labels import LABELS
 from fertool.evaluate.report import MethodResult
+from fertool.faces.config import FaceConfig
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,9 @@ class CompareConfig:
     """Everything that defines a comparison (recorded in its report).
 
     ``seeds=None`` takes the protocol's default (:data:`DEFAULT_SEEDS`); ``n_folds=None`` the
-    protocol's (2 for movie, 5 for kfold). ``face`` is ``FaceConfig.to_dict()`` (default
-    settings when None). ``cv`` is the number of inner folds of the hyperparameter search.
+    protocol's (2 for movie, 5 for kfold). ``face`` is the face stage's
+    :class:`~fertool.faces.config.FaceConfig`. ``cv`` is the number of inner folds of the
+    hyperparameter search.
     """
 
     data: str
@@ -157,7 +159,7 @@ class CompareConfig:
     descriptors: DescriptorSettings = field(default_factory=DescriptorSettings)
     weights: str = "casia-webface"
     finetuned: tuple[str, ...] = ()
-    face: dict | None = None
+    face: FaceConfig = field(default_factory=FaceConfig)
     cache_dir: str | None = None
     cv: int = 3
     device: str | None = None
@@ -171,6 +173,7 @@ class CompareConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["descriptors"] = self.descriptors.to_dict()
+        d["face"] = self.face.to_dict()
         d["seeds"] = list(self.resolved_seeds())
         return d
 
@@ -552,7 +555,7 @@ def _finetuned_predictions(
     tta = bool(config.get("tta_flip", False))
     proba = predict_proba(model, pre.to_tensor(crops), tta_flip=tta, device=device)
     info = {"checkpoint": str(run_dir / "best.pt"), "epoch": int(ckpt.get("epoch", -1)),
-            "tta_flip": tta, "face": pre.face}
+            "tta_flip": tta, "face": pre.face.to_dict() if pre.face else None}
     return proba.argmax(1), info
 
 
@@ -803,7 +806,6 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
     from fertool.core.env import versions
     from fertool.data.dataset import discover, make_splits, splits_hash
     from fertool.evaluate.report import add_uncertainty, command_line, write_report
-    from fertool.faces.stage import FaceConfig
 
     t_start = time.perf_counter()
     out = Path(cfg.out)
@@ -818,7 +820,7 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
     manifest = discover(cfg.data, group=cfg.group)
     splits = make_splits(manifest, cfg.protocol, seeds=seeds, n_folds=cfg.n_folds)
     split_hash = splits_hash(splits)
-    face_cfg = FaceConfig.from_dict(cfg.face) if cfg.face else FaceConfig()
+    face_cfg = cfg.face
 
     timings: dict[str, float] = {}
     crops, row_of, face_stats = _prepare_faces(manifest, face_cfg, cfg.cache_dir, progress)

@@ -48,7 +48,7 @@ def test_every_linked_image_exists_and_is_not_blank(demo):
     res, _ = demo
     text = res.report.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
-    assert {"contact_sheet.png", "run/curves.png", "run/confusion.png",
+    assert {"faces/contact_sheet.png", "run/curves.png", "run/confusion.png",
             "run/angles_heatmap.png", "run/angles_summary.png"} <= set(links)
     for link in links:
         img = np.asarray(Image.open(res.out / link).convert("L"), dtype=float)

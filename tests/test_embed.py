@@ -116,7 +116,7 @@ def test_face_stage_path(net, sfew_root, tmp_path):
     assert result.labels == ["happy", "happy"]
     assert [p for p, _ in result.skipped] == ["Happy/empty.jpg"]
     assert json.loads(result.meta["face_config"])["size"] == 96
-    assert result.preprocessing().face["size"] == 96
+    assert result.preprocessing().face.size == 96
 
 
 def test_cli_layers_match_models():

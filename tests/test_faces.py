@@ -398,7 +398,7 @@ def test_cli_faces_on_the_bad_corpus(corpus, cli_cache, tmp_path):
     assert len({r["crop"] for r in several}) == 3
 
 
-def test_cli_faces_on_a_plain_folder_with_limit(corpus, cli_cache, tmp_path):
+def test_cli_faces_on_a_plain_folder_with_a_sample(corpus, cli_cache, tmp_path):
     from click.testing import CliRunner
 
     from fertool.cli import main
@@ -413,7 +413,7 @@ def test_cli_faces_on_a_plain_folder_with_limit(corpus, cli_cache, tmp_path):
             str(folder),
             "--out",
             str(out),
-            "--limit",
+            "--sample",
             "3",
             "--cache-dir",
             str(cli_cache),

@@ -1,7 +1,8 @@
 """The ``fertool`` command line: a thin click layer over the library.
 
 Owns: parsing options, calling one library function per command, printing, and turning library
-errors into one-line messages. May import: every layer of fertool (inside command bodies).
+errors into one-line messages (parameter names become the command's flags, ``_messages``).
+May import: every layer of fertool (inside command bodies).
 
 Each sub-command lives in its own module of this package and exposes a ``command`` attribute
 (a :class:`click.Command`). Command modules import only click and the standard library at module
@@ -61,7 +62,11 @@ class FertoolGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FertoolError as exc:
-            raise click.ClickException(str(exc)) from exc
+            from fertool.cli._messages import to_flags
+
+            name = ctx.invoked_subcommand
+            command = self.get_command(ctx, name) if name else None
+            raise click.ClickException(to_flags(str(exc), command)) from exc
         except KeyboardInterrupt:
             click.echo(
                 "\nInterrupted; files already written are complete (atomic writes).", err=True

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import click
 
-from fertool.cli._options import face_options, force_option
+from fertool.cli._options import (
+    data_option_or_argument,
+    face_options,
+    force_option,
+    renamed_option,
+)
 
-#: Names of fertool.models.fernet.FEATURE_LAYERS (restated here so that `fertool --help` needs no torch;
-#: a test keeps the two equal).
+#: Names of fertool.models.fernet.FEATURE_LAYERS (restated here so that `fertool --help` needs no
+#: torch; a test keeps the two equal).
 LAYERS = (
     "embedding",
     "pool",
@@ -23,7 +28,7 @@ MAX_SKIPPED_SHOWN = 3
 
 
 @click.command("embed")
-@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=str))
+@data_option_or_argument
 @click.option(
     "--weights",
     default="casia-webface",
@@ -57,8 +62,9 @@ MAX_SKIPPED_SHOWN = 3
     help="Crops per forward pass.",
 )
 @click.option(
-    "--flip-tta", is_flag=True, help="Average each face's features with its mirror image's."
+    "--tta-flip", is_flag=True, help="Average each face's features with its mirror image's."
 )
+@renamed_option("--flip-tta", "--tta-flip", "tta_flip", is_flag=True)
 @click.option(
     "--device", default=None, help="torch device (default: cuda when available, else cpu)."
 )
@@ -71,15 +77,13 @@ def command(
     layer,
     no_detect,
     batch_size,
-    flip_tta,
+    tta_flip,
     device,
+    face,
     cache_dir,
-    detect_scale,
-    no_face,
-    face_policy,
     force,
 ):
-    """Embed every image under DATA with FaceNet and write them to an .npz file.
+    """Embed every image under --data DATA with FaceNet and write them to an .npz file.
 
     DATA is a dataset (one sub-folder per expression, which gives labels) or any folder of
     images, searched recursively. Faces are detected, aligned and cached first (see `fertool
@@ -103,20 +107,15 @@ def command(
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, info = create_model(info, device=device)
-    face_config = None
-    if not no_detect:
-        from fertool.faces.stage import FaceConfig
-
-        face_config = FaceConfig(policy=face_policy, no_face=no_face, detect_scale=detect_scale)
     result = embed_folder(
         model,
         data,
         detect=not no_detect,
-        face_config=face_config,
+        face_config=None if no_detect else face,
         cache_dir=cache_dir,
         layer=layer,
         batch_size=batch_size,
-        flip=flip_tta,
+        flip=tta_flip,
         progress=True,
     )
     if len(result) == 0:
@@ -133,7 +132,7 @@ def command(
     labelled = sum(1 for x in result.labels if x)
     click.echo(
         f"wrote {len(result)} embeddings ({result.embeddings.shape[1]}-d, layer {layer}"
-        f"{', flip TTA' if flip_tta else ''}) to {Path(out)}; weights {weights_text}; "
+        f"{', flip TTA' if tta_flip else ''}) to {Path(out)}; weights {weights_text}; "
         f"{labelled} labelled"
     )
     if result.ignored:

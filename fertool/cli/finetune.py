@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from fertool.cli._options import data_option, face_options, force_option, group_option
+from fertool.cli._options import (
+    data_option,
+    face_options,
+    force_option,
+    group_option,
+    renamed_option,
+)
 
 
 @click.command("finetune")
@@ -15,8 +21,10 @@ from fertool.cli._options import data_option, face_options, force_option, group_
               help="casia-webface | vggface2 | none | a state-dict FILE.")
 @click.option("--unfreeze", type=click.IntRange(1, 18), default=9, show_default=True,
               help="Train the last N top-level layers (paper: 1, 2, 4, 6, 9).")
-@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold"]), default="movie",
-              show_default=True, help="Evaluation protocol of the split.")
+@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold", "movie-legacy"]),
+              default="movie", show_default=True,
+              help="Evaluation protocol of the split (movie-legacy: the former movie splits of "
+              "the recorded runs).")
 @click.option("--fold", type=int, default=0, show_default=True, help="Which fold of the protocol.")
 @click.option("--split-seed", type=int, default=0, show_default=True,
               help="Seed of the protocol's split (the same seed gives the same split hash).")
@@ -53,7 +61,9 @@ from fertool.cli._options import data_option, face_options, force_option, group_
               help="Early stopping after N epochs without validation gain (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of initialisation, sample order, augmentation and dropout.")
-@click.option("--limit", type=int, default=None, help="Use at most N images per class.")
+@click.option("--per-class", type=click.IntRange(1), default=None,
+              help="Use at most N images per class (the first N, in dataset order).")
+@renamed_option("--limit", "--per-class", "per_class", type=click.IntRange(1))
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA).")
 @click.option("--monitor-angles", is_flag=True,
@@ -72,8 +82,7 @@ from fertool.cli._options import data_option, face_options, force_option, group_
               help="Print the plan (device, parameters, split) and exit.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
 @force_option
-def command(data, out, dry_run, resume, force, augment, face_policy, no_face, detect_scale,
-            **kw) -> None:
+def command(data, out, dry_run, resume, force, augment, face, per_class, **kw) -> None:
     """Fine-tune FaceNet (InceptionResnetV1) on a folder-per-class dataset.
 
     The training part of the chosen split is split again (grouped the same way) into a fitting and
@@ -81,14 +90,12 @@ def command(data, out, dry_run, resume, force, augment, face_policy, no_face, de
     to OUT/report.json and report.md, with curves.png, confusion.png, metrics.jsonl and
     checkpoints (last.pt every epoch, best.pt).
     """
-    from fertool.faces.stage import FaceConfig
     from fertool.train.augment import AugmentConfig
     from fertool.train.loop import TrainConfig
 
-    face = FaceConfig(policy=face_policy, no_face=no_face, detect_scale=detect_scale)
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(
-        data=data, out=out, face=face.to_dict(),
+        data=data, out=out, face=face, limit=per_class,
         augment=AugmentConfig().to_dict() if augment else None,
         **{k: v for k, v in kw.items() if k in fields},
     )
@@ -111,7 +118,7 @@ def command(data, out, dry_run, resume, force, augment, face_policy, no_face, de
 def _plan(cfg) -> None:
     import torch
 
-    from fertool.data.dataset import carve_validation, discover, make_splits
+    from fertool.data.dataset import discover, make_splits, plan_validation
     from fertool.models.fernet import (
         FerNet,
         format_unfreeze_table,
@@ -127,8 +134,9 @@ def _plan(cfg) -> None:
             f"{cfg.fold} out of range ({len(splits)} folds)", param_hint="--fold"
         )
     s = splits[cfg.fold]
-    fit, val = carve_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
-                                grouped=cfg.protocol != "paper")
+    plan = plan_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
+                           grouped=cfg.protocol != "paper")
+    fit, val = plan.fit, plan.val
     model = FerNet()
     model.set_unfreeze(cfg.unfreeze)
     click.echo(
@@ -141,6 +149,8 @@ def _plan(cfg) -> None:
     click.echo(f"dataset: {len(m)} images, {len(m.classes)} classes, {len(set(m.groups))} groups")
     click.echo(f"split: {s.name} (hash {s.hash}): fit {len(fit)}, validation {len(val)}, "
                f"test {len(s.test)}")
+    if plan.note:
+        click.echo(f"validation: {plan.note}")
     click.echo(f"epochs: {cfg.epochs}, batch size {cfg.batch_size}, optimizer {cfg.optimizer}, "
                f"lr {cfg.lr} (head) / {cfg.backbone_lr} (backbone)")
     click.echo(f"augmentation: {'on' if cfg.augment else 'off'}"

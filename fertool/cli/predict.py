@@ -7,6 +7,7 @@ import click
 from fertool.cli._options import force_option, model_face_options
 
 SHOWN_ERRORS = 5
+SHOWN_SKIPPED = 20
 
 
 @click.command("predict")
@@ -68,6 +69,12 @@ SHOWN_ERRORS = 5
 @model_face_options
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the face-crop cache.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--by-extension",
+    is_flag=True,
+    help="In folders, read only files with an image extension (by default a file without a "
+    "known extension is read when its content is an image).",
+)
 @force_option
 def command(
     paths,
@@ -80,12 +87,11 @@ def command(
     threads,
     detector_threads,
     resume,
-    face_policy,
-    no_face,
-    detect_scale,
+    face_changes,
     cache_dir,
     no_cache,
     quiet,
+    by_extension,
     force,
 ):
     """Predict the expression of every image in PATHS (files, or folders searched recursively).
@@ -101,6 +107,7 @@ def command(
     """
     import dataclasses
 
+    from fertool.core.io import printable
     from fertool.predict import predict_paths
     from fertool.serve.runtime import load
 
@@ -108,13 +115,11 @@ def command(
         raise click.UsageError("--resume and --force contradict each other; choose one")
     model = load(model_path, providers=providers, threads=threads)
     face = model.face_config
-    changes = {
-        k: v
-        for k, v in (("policy", face_policy), ("no_face", no_face), ("detect_scale", detect_scale))
-        if v is not None
-    }
-    if changes:
-        face = dataclasses.replace(face, **changes)
+    if face_changes:
+        try:
+            face = dataclasses.replace(face, **face_changes)
+        except ValueError as exc:
+            raise click.UsageError(f"face settings: {exc}") from None
     try:
         s = predict_paths(
             list(paths),
@@ -130,6 +135,7 @@ def command(
             cache_dir=cache_dir,
             detector_threads=detector_threads,
             progress=not quiet,
+            by_extension=by_extension,
         )
     except KeyboardInterrupt:
         click.echo(
@@ -147,16 +153,20 @@ def command(
     if s.resumed:
         click.echo(f"resumed: {s.resumed} images were already done")
     if s.non_images:
-        click.echo(f"skipped {s.non_images} files that are not images (by extension)")
+        files = "file" if s.non_images == 1 else "files"
+        click.echo(f"skipped {s.non_images} {files} (listed in {s.skipped_file}):")
+        for path, why in s.skipped[:SHOWN_SKIPPED]:
+            click.echo(f"  {printable(path)}: {why}")
+        if s.non_images > SHOWN_SKIPPED:
+            click.echo(f"  ... and {s.non_images - SHOWN_SKIPPED} more")
     for folder, why in s.unreadable_folders:
-        click.echo(f"cannot read folder {folder}: {why}", err=True)
+        click.echo(f"cannot read folder {printable(folder)}: {why}", err=True)
     if s.n_errors:
         click.echo(
             f"{s.n_errors} files could not be read (status 'error' in the output):", err=True
         )
         for path, message in s.errors[:SHOWN_ERRORS]:
-            click.echo(
-                f"  {message}" if message.startswith(path) else f"  {path}: {message}", err=True
-            )
+            line = message if message.startswith(path) else f"{path}: {message}"
+            click.echo(f"  {printable(line)}", err=True)
         if s.n_errors > SHOWN_ERRORS:
             click.echo(f"  ... and {s.n_errors - SHOWN_ERRORS} more", err=True)

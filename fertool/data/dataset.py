@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from fertool.core.errors import DatasetError
-from fertool.core.io import is_image_path
 from fertool.core.labels import LABELS, canonical_label
 from fertool.data.splits import (  # re-exported: the protocols live in splits
     PROTOCOLS,
@@ -32,6 +31,7 @@ from fertool.data.splits import (  # re-exported: the protocols live in splits
     plan_validation,
     splits_hash,
 )
+from fertool.data.walk import WalkStats, is_hidden, iter_image_paths
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +156,12 @@ def discover(root: str | os.PathLike, group: str | None = "sfew") -> Manifest:
         if label is None:
             unknown.append(sub.name)
             continue
-        for dirpath, dirnames, filenames in os.walk(sub):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath) / name
-                if is_image_path(path):
-                    samples.append(Sample(path, label, group_fn(path)))
-                else:
-                    skipped.append(str(path))
+        stats = WalkStats(non_image_paths=[])
+        for p in iter_image_paths([sub], stats):
+            path = Path(p)
+            if not is_hidden(path, sub):
+                samples.append(Sample(path, label, group_fn(path)))
+        skipped += [p for p in stats.non_image_paths if not is_hidden(Path(p), sub)]
     if not samples:
         hint = f" (folders not recognised as expressions: {', '.join(unknown)})" if unknown else ""
         raise DatasetError(

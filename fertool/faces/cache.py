@@ -6,7 +6,7 @@ Layout::
     <cache root>/faces/<FaceConfig.detection_key()>/<aa>/<sha256>.npz  one entry per image
 
 An entry holds the image size, every detected box, score and landmark set, a crop for every face
-and, when there is no face, the centre crop (see :class:`fertool.faces.stage.FaceAnalysis`). It is
+and, when there is no face, the centre crop (see :class:`fertool.faces.types.FaceAnalysis`). It is
 keyed by the sha256 of the file's bytes, so renamed or copied files hit the cache and edited ones
 miss it. Entries are written atomically; an entry that cannot be read back (truncated, corrupt, or
 from another layout) is ignored and recomputed. No pickles are ever loaded.
@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from fertool.core.io import write_json, write_npz
+from fertool.faces.config import FaceConfig
+from fertool.faces.types import FaceAnalysis
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class FaceCache:
     config : FaceConfig
     """
 
-    def __init__(self, root: str | Path, config) -> None:
+    def __init__(self, root: str | Path, config: FaceConfig) -> None:
         self.config = config
         self.folder = Path(root) / "faces" / config.detection_key()
         self._writable = True
@@ -47,10 +49,9 @@ class FaceCache:
         """Where the entry of a file with this sha256 lives."""
         return self.folder / digest[:2] / f"{digest}.npz"
 
-    def load(self, digest: str):
-        """The cached :class:`~fertool.faces.stage.FaceAnalysis`, or None when absent or unreadable."""
-        from fertool.faces.stage import FaceAnalysis
-
+    def load(self, digest: str) -> FaceAnalysis | None:
+        """The cached :class:`~fertool.faces.types.FaceAnalysis`, or None when absent or
+        unreadable."""
         p = self.path(digest)
         if not p.is_file():
             return None
@@ -84,7 +85,7 @@ class FaceCache:
             fallback,
         )
 
-    def save(self, digest: str, analysis) -> None:
+    def save(self, digest: str, analysis: FaceAnalysis) -> None:
         """Store an analysis atomically. A cache folder that cannot be written is reported once
         (as a warning) and caching is then skipped; it never stops the run."""
         if not self._writable:
@@ -115,7 +116,7 @@ class FaceCache:
             self._writable = False
             log.warning(
                 "cannot write the face cache under %s (%s); continuing without caching "
-                "(choose another folder with --cache-dir or FERTOOL_CACHE)",
+                "(choose another cache folder, or set FERTOOL_CACHE)",
                 self.folder,
                 exc.strerror or exc,
             )

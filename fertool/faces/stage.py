@@ -1,4 +1,4 @@
-"""The face stage: MTCNN detection, choice of face, alignment, fallback crop and the crop cache.
+"""The face stage: detection, choice of face, alignment, fallback crop and the crop cache.
 
 ::
 
@@ -8,9 +8,11 @@
     for rec in extract_faces(paths, FaceConfig(detect_scale=0.5)):
         print(rec.path, rec.status, rec.n_faces)
 
-Every image gets a :class:`FaceRecord` with a status:
+The settings are one :class:`~fertool.faces.config.FaceConfig`; the detector comes from the
+registry in :mod:`fertool.faces.detectors`. Every image gets a :class:`FaceRecord`
+(:mod:`fertool.faces.types`) with a status:
 
-``ok``        a face was found; ``crop`` is the chosen face, aligned (see :mod:`fertool.faces.align`).
+``ok``        a face was found; ``crop`` is the chosen face, aligned (:mod:`fertool.faces.align`).
 ``fallback``  no face was found and ``no_face="center"``: ``crop`` is the central square, resized.
 ``no_face``   no face was found and ``no_face="skip"``: no crop.
 ``error``     the file could not be read; ``message`` says why and names the file.
@@ -22,18 +24,18 @@ detector at all (records from the cache have ``cached=True``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from fertool.faces.align import align_matrix, box_transform, center_square_transform, warp_affine
+from fertool.faces.cache import FaceCache
+from fertool.faces.config import MIN_FACE, POLICIES, FaceConfig
+from fertool.faces.types import FaceAnalysis, FaceRecord, error_record, faceless_record
 
 __all__ = [
     "FaceAnalysis",
@@ -47,155 +49,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("largest", "most-confident", "center")
-NO_FACE = ("center", "skip")
-#: Bump when detection, alignment or the template change, so that cached crops are recomputed.
-ALGORITHM_VERSION = "mtcnn-5pt-similarity-v1"
-#: MTCNN cannot look for faces smaller than its 12-pixel first-stage window.
-MTCNN_MIN_FACE = 12
-
-
-@dataclass(frozen=True)
-class FaceConfig:
-    """Settings of the face stage.
-
-    Attributes
-    ----------
-    size : int
-        Side of the output crop (RGB uint8, ``size`` x ``size``).
-    margin : float
-        Context around the face as a fraction: 0 frames the face like facenet-pytorch's tight
-        MTCNN crop (a square of the detector box's area); the face is shrunk by ``1/(1+margin)``.
-        At the default 0.1 the eyes are level at 36% of the height and 35% of the width apart
-        (see :mod:`fertool.faces.align` for the full template).
-    policy : {"largest", "most-confident", "center"}
-        Which face is the labelled one when there are several: largest box, highest detector
-        probability, or box centre nearest the image centre.
-    no_face : {"center", "skip"}
-        Without a face: a centre crop (status ``fallback``) or no crop (status ``no_face``).
-    detect_scale : float
-        Detect on a copy downscaled by this factor (0.1 to 1); boxes and landmarks are mapped
-        back to full resolution and the crop is taken from the full-resolution image.
-    align : bool
-        Rotate and scale so the five landmarks fit the template (eyes level). When false, the
-        box is cropped without rotation at the same scale.
-    min_face_size : int
-        Smallest face to look for, in full-resolution pixels (MTCNN cannot go below 12 pixels of
-        the image it is given, so with ``detect_scale < 1`` the effective minimum is
-        ``max(min_face_size, 12 / detect_scale)``).
-    """
-
-    size: int = 160
-    margin: float = 0.1
-    policy: str = "largest"
-    no_face: str = "center"
-    detect_scale: float = 1.0
-    align: bool = True
-    min_face_size: int = 20
-
-    def __post_init__(self) -> None:
-        if int(self.size) != self.size or self.size < 16:
-            raise ValueError(f"size must be an integer of at least 16 pixels, got {self.size!r}")
-        if not -0.5 < float(self.margin) <= 2.0:
-            raise ValueError(f"margin must be in (-0.5, 2], got {self.margin!r}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        if self.no_face not in NO_FACE:
-            raise ValueError(f"no_face must be one of {', '.join(NO_FACE)}, got {self.no_face!r}")
-        if not 0.1 <= float(self.detect_scale) <= 1.0:
-            raise ValueError(f"detect_scale must be in [0.1, 1], got {self.detect_scale!r}")
-        if int(self.min_face_size) != self.min_face_size or self.min_face_size < MTCNN_MIN_FACE:
-            raise ValueError(
-                f"min_face_size must be an integer of at least {MTCNN_MIN_FACE}, "
-                f"got {self.min_face_size!r}"
-            )
-
-    def to_dict(self) -> dict:
-        """Plain JSON-able dict of the settings."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FaceConfig:
-        """Inverse of :meth:`to_dict`; unknown keys (a newer fertool) are ignored with a warning."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            log.warning("ignoring unknown face settings: %s", ", ".join(unknown))
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def key(self) -> str:
-        """Stable short hash of all settings and the algorithm version (identifies the crops
-        a downstream stage receives, including which face is chosen)."""
-        return _hash({"settings": self.to_dict(), "algorithm": _algorithm_version()})
-
-    def detection_settings(self) -> dict:
-        """The settings that change detection and crops: all but ``policy`` and ``no_face``,
-        which only choose among the results."""
-        d = self.to_dict()
-        del d["policy"], d["no_face"]
-        return d
-
-    def detection_key(self) -> str:
-        """Hash of :meth:`detection_settings` and the algorithm version: the face cache's key."""
-        return _hash({"settings": self.detection_settings(), "algorithm": _algorithm_version()})
-
-
-def _algorithm_version() -> str:
-    from importlib import metadata
-
-    try:
-        fp = metadata.version("facenet-pytorch")
-    except metadata.PackageNotFoundError:
-        fp = "unknown"
-    return f"{ALGORITHM_VERSION}/facenet-pytorch-{fp}"
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass
-class FaceRecord:
-    """The face stage's result for one image (or one face of it with ``all_faces=True``).
-
-    ``face_index`` is the face's index in the detector's order (largest box first), -1 when the
-    record has no detected face. ``box`` is ``(x1, y1, x2, y2)`` and ``landmarks`` is ``(5, 2)``
-    (eyes, nose, mouth corners), both in full-resolution pixels. ``crop`` is ``(size, size, 3)``
-    uint8 RGB, None for ``no_face`` and ``error``. ``cached`` is true when the result came from
-    the cache without running the detector.
-    """
-
-    path: str
-    status: str
-    message: str
-    n_faces: int
-    face_index: int
-    box: tuple[float, float, float, float] | None
-    score: float | None
-    landmarks: np.ndarray | None
-    crop: np.ndarray | None
-    cached: bool = False
-
-
-@dataclass
-class FaceAnalysis:
-    """Everything detected in one image, with a crop for every face (what the cache stores).
-
-    ``boxes`` (n, 4), ``scores`` (n,), ``landmarks`` (n, 5, 2), ``crops`` (n, S, S, 3) in the
-    detector's order (largest first); ``fallback`` is the centre crop, present when n == 0.
-    """
-
-    shape: tuple[int, int]
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: np.ndarray
-    crops: np.ndarray
-    fallback: np.ndarray | None
-
-    @property
-    def n_faces(self) -> int:
-        return len(self.boxes)
-
+#: Kept for callers of earlier versions; the detector's own minimum is ``Detector.min_face``.
+MTCNN_MIN_FACE = MIN_FACE
 
 def choose_face(boxes: np.ndarray, scores: np.ndarray, shape: tuple[int, int], policy: str) -> int:
     """Index of the face ``policy`` picks among ``boxes`` ((n, 4), n >= 1) in an image of
@@ -227,7 +82,7 @@ def analysis_records(
             status, message, crop = "fallback", "no face found; centre crop used", analysis.fallback
         else:
             status, message, crop = "no_face", "no face found; skipped", None
-        return [_faceless_record(path, status, message, crop, cached)]
+        return [faceless_record(path, status, message, crop, cached)]
     if all_faces:
         indices = list(range(n))
     else:
@@ -249,21 +104,11 @@ def analysis_records(
     ]
 
 
-def _faceless_record(
-    path: str, status: str, message: str, crop: np.ndarray | None = None, cached: bool = False
-) -> FaceRecord:
-    return FaceRecord(path, status, message, 0, -1, None, None, None, crop, cached)
-
-
-def error_record(path: str, message: str) -> FaceRecord:
-    """The record of an image that could not be read."""
-    return _faceless_record(path, "error", message)
-
-
 class FaceStage:
-    """MTCNN detection plus alignment, reusable over many images.
+    """Detection plus alignment, reusable over many images.
 
-    Holds one ``facenet_pytorch.MTCNN(keep_all=True)`` (its weights ship inside the package).
+    Holds one detector of :mod:`fertool.faces.detectors` (``config.detector``, MTCNN by default:
+    ``facenet_pytorch.MTCNN(keep_all=True)``, whose weights ship inside the package).
 
     Parameters
     ----------
@@ -272,29 +117,24 @@ class FaceStage:
         ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA when available, else CPU.
     """
 
-    def __init__(self, config: FaceConfig = FaceConfig(), device: str | None = None):
-        import torch
-        from facenet_pytorch import MTCNN
+    def __init__(self, config: FaceConfig | None = None, device: str | None = None):
+        from fertool.faces.detectors import create
 
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        config = config if config is not None else FaceConfig()
         self.config = config
-        self.device = device
-        self.detector_min_face = max(
-            MTCNN_MIN_FACE, round(config.min_face_size * config.detect_scale)
-        )
-        self._mtcnn = MTCNN(
-            keep_all=True,
-            select_largest=True,
-            post_process=False,
-            min_face_size=self.detector_min_face,
+        self.detector = create(
+            config.detector,
+            min_face=max(MIN_FACE, round(config.min_face_size * config.detect_scale)),
             device=device,
         )
+        self.device = getattr(self.detector, "device", device)
+        #: Smallest image side (after ``detect_scale``) the detector runs on.
+        self.detector_min_face = self.detector.min_face
         #: How many images the detector has run on (a warm cache leaves it at 0).
         self.n_detections = 0
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run MTCNN on ``image`` ((H, W, 3) uint8 RGB).
+        """Run the detector on ``image`` ((H, W, 3) uint8 RGB), downscaled by ``detect_scale``.
 
         Returns
         -------
@@ -312,18 +152,12 @@ class FaceStage:
             dh = max(1, round(h * self.config.detect_scale))
             small = np.asarray(Image.fromarray(image).resize((dw, dh), Image.BILINEAR))
             sx, sy = dw / w, dh / h
-        empty = (np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
         if min(small.shape[:2]) < self.detector_min_face:
-            return empty  # smaller than the smallest face MTCNN looks for (it would fail)
+            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
         self.n_detections += 1
-        boxes, probs, points = self._mtcnn.detect(np.ascontiguousarray(small), landmarks=True)
-        if boxes is None or len(boxes) == 0:
-            return empty
+        boxes, scores, landmarks = self.detector.detect(small)
         scale = np.array([sx, sy])
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / np.tile(scale, 2)
-        scores = np.asarray(probs, dtype=np.float64).reshape(-1)
-        landmarks = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2) / scale
-        return boxes, scores, landmarks
+        return boxes / np.tile(scale, 2), scores, landmarks / scale
 
     def analyse(self, image: np.ndarray) -> FaceAnalysis:
         """Detect every face and crop each one (aligned or not), or the centre when none."""
@@ -359,7 +193,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
         or min(image.shape[:2]) < 1
     ):
         raise ValueError(
-            f"image must be a non-empty (H, W, 3) uint8 RGB array (see fertool.core.io.read_image), "
+            "image must be a non-empty (H, W, 3) uint8 RGB array (see fertool.core.io.read_image), "
             f"got shape {image.shape} and dtype {image.dtype}"
         )
     return image
@@ -367,7 +201,7 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def extract_faces(
     paths: Iterable[str | os.PathLike],
-    config: FaceConfig = FaceConfig(),
+    config: FaceConfig | None = None,
     *,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
@@ -404,7 +238,8 @@ def extract_faces(
 
     from fertool.core.errors import ImageReadError
     from fertool.core.io import read_image, sha256_file
-    from fertool.faces.cache import FaceCache
+
+    config = config if config is not None else FaceConfig()
 
     cache = None
     if use_cache:
@@ -453,7 +288,7 @@ def extract_faces(
 
 
 def face_crops(
-    paths: Iterable[str | os.PathLike], config: FaceConfig = FaceConfig(), **kw
+    paths: Iterable[str | os.PathLike], config: FaceConfig | None = None, **kw
 ) -> tuple[np.ndarray, list[FaceRecord]]:
     """All crops as one array, plus every record.
 
@@ -464,6 +299,7 @@ def face_crops(
     records : list of FaceRecord
         All records, including ``no_face`` and ``error`` ones (their ``crop`` is None).
     """
+    config = config if config is not None else FaceConfig()
     records = list(extract_faces(paths, config, **kw))
     crops = [r.crop for r in records if r.crop is not None]
     if crops:

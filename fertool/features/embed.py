@@ -10,8 +10,8 @@
 
 :func:`embed_crops` is the one batching function: compare-baselines and training reuse it.
 :func:`embed_folder` streams images (bounded memory) through the face stage
-(:func:`fertool.faces.stage.extract_faces`) or, with ``detect=False``, straight from the files, resized
-to the model's input size when needed. Files that cannot be used are skipped with a reason.
+(:func:`fertool.faces.stage.extract_faces`) or, with ``detect=False``, straight from the files,
+resized to the model's input size when needed. Files that cannot be used are skipped with a reason.
 """
 
 from __future__ import annotations
@@ -259,27 +259,23 @@ def scan_images(root: str | os.PathLike) -> tuple[list[tuple[Path, str]], list[s
         When ``root`` is not a folder or holds no image.
     """
     from fertool.core.errors import DatasetError
-    from fertool.core.io import is_image_path
     from fertool.core.labels import canonical_label
+    from fertool.data.walk import WalkStats, is_hidden, iter_image_paths
 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(
             f"{root} is not a folder; expected a folder of images (class sub-folders optional)"
         )
-    items, skipped = [], []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root)
-        label = (canonical_label(rel.parts[0]) or "") if rel.parts else ""
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            if is_image_path(path):
-                items.append((path, label))
-            else:
-                skipped.append(str(path))
+    items = []
+    stats = WalkStats(non_image_paths=[])
+    for p in iter_image_paths([root], stats):
+        path = Path(p)
+        if is_hidden(path, root):
+            continue
+        rel = path.relative_to(root).parts
+        items.append((path, (canonical_label(rel[0]) or "") if len(rel) > 1 else ""))
+    skipped = [p for p in stats.non_image_paths if not is_hidden(p, root)]
     if not items:
         raise DatasetError(f"no image files found under {root}")
     items.sort(key=lambda t: t[0].relative_to(root).as_posix())
@@ -385,7 +381,7 @@ def embed_folder(
         from fertool.faces.stage import FaceConfig
 
         face_config = replace(face_config or FaceConfig(), size=size)
-        preprocessing = replace(preprocessing, face=face_config.to_dict())
+        preprocessing = replace(preprocessing, face=face_config)
         stream = _detected_crops(items, face_config, cache_dir, progress)
     else:
         stream = _given_crops(items, size)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fertool.core.labels import LABELS
+from fertool.faces.config import FaceConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -39,8 +40,9 @@ class Preprocessing:
         Channel order the network expects (crops are always RGB in fertool).
     labels : tuple of str
         Class names, in logit order.
-    face : dict or None
-        ``FaceConfig.to_dict()`` of the crops the model was trained on, when known.
+    face : FaceConfig or None
+        The face settings of the crops the model was trained on, when known (a dict, as
+        ``FaceConfig.to_dict()`` writes it, is parsed).
     """
 
     size: int = 160
@@ -48,7 +50,7 @@ class Preprocessing:
     std: float = 128.0
     channel_order: str = "RGB"
     labels: tuple[str, ...] = LABELS
-    face: dict | None = field(default=None, compare=True, hash=False)
+    face: FaceConfig | None = field(default=None, compare=True, hash=False)
 
     def __post_init__(self):
         if self.size < MIN_SIZE:
@@ -61,10 +63,13 @@ class Preprocessing:
         if self.channel_order not in ("RGB", "BGR"):
             raise ValueError(f"channel_order={self.channel_order!r}; expected 'RGB' or 'BGR'")
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+        if isinstance(self.face, dict):
+            object.__setattr__(self, "face", FaceConfig.from_dict(self.face))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["labels"] = list(self.labels)
+        d["face"] = self.face.to_dict() if self.face is not None else None
         return d
 
     def to_json(self) -> str:

@@ -388,7 +388,7 @@ def _parity_faces(info: HeadInfo, pre, run_dir, calibration, n: int, progress: b
             "the parity check needs real faces: pass --calibration DIR (a folder of images)"
         )
     crops = folder_crops(
-        iter_image_paths([folder]), FaceConfig.from_dict(pre.face or {}), n, progress
+        iter_image_paths([folder]), pre.face or FaceConfig(), n, progress
     )
     if len(crops) == 0:
         raise FertoolError(f"no usable images found in {folder} for the parity check")

@@ -158,7 +158,7 @@ def run_faces(
         from fertool.data.walk import iter_image_paths
         from fertool.faces.stage import FaceConfig
 
-        face = FaceConfig.from_dict(run.preprocessing.face or {})
+        face = run.preprocessing.face or FaceConfig()
         crops = folder_crops(iter_image_paths([calibration]), face, limit, progress)
         if len(crops) == 0:
             raise FertoolError(f"no usable images found in --calibration folder {calibration}")

@@ -258,7 +258,7 @@ class Predictor:
         """The :class:`fertool.faces.stage.FaceConfig` the model's training crops were made with."""
         from fertool.faces.stage import FaceConfig
 
-        return FaceConfig.from_dict(self.preprocessing.face or {})
+        return self.preprocessing.face or FaceConfig()
 
     # -- the model on crops ------------------------------------------------------------------
 
