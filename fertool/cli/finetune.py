@@ -21,10 +21,8 @@ from fertool.cli._options import (
               help="casia-webface | vggface2 | none | a state-dict FILE.")
 @click.option("--unfreeze", type=click.IntRange(1, 18), default=9, show_default=True,
               help="Train the last N top-level layers (paper: 1, 2, 4, 6, 9).")
-@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold", "movie-legacy"]),
-              default="movie", show_default=True,
-              help="Evaluation protocol of the split (movie-legacy: the former movie splits of "
-              "the recorded runs).")
+@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold"]), default="movie",
+              show_default=True, help="Evaluation protocol of the split.")
 @click.option("--fold", type=int, default=0, show_default=True, help="Which fold of the protocol.")
 @click.option("--split-seed", type=int, default=0, show_default=True,
               help="Seed of the protocol's split (the same seed gives the same split hash).")
@@ -118,7 +116,7 @@ def command(data, out, dry_run, resume, force, augment, face, per_class, **kw) -
 def _plan(cfg) -> None:
     import torch
 
-    from fertool.data.dataset import discover, make_splits, plan_validation
+    from fertool.data.dataset import carve_validation, discover, make_splits
     from fertool.models.fernet import (
         FerNet,
         format_unfreeze_table,
@@ -134,9 +132,8 @@ def _plan(cfg) -> None:
             f"{cfg.fold} out of range ({len(splits)} folds)", param_hint="--fold"
         )
     s = splits[cfg.fold]
-    plan = plan_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
-                           grouped=cfg.protocol != "paper")
-    fit, val = plan.fit, plan.val
+    fit, val = carve_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
+                                grouped=cfg.protocol != "paper")
     model = FerNet()
     model.set_unfreeze(cfg.unfreeze)
     click.echo(
@@ -149,8 +146,6 @@ def _plan(cfg) -> None:
     click.echo(f"dataset: {len(m)} images, {len(m.classes)} classes, {len(set(m.groups))} groups")
     click.echo(f"split: {s.name} (hash {s.hash}): fit {len(fit)}, validation {len(val)}, "
                f"test {len(s.test)}")
-    if plan.note:
-        click.echo(f"validation: {plan.note}")
     click.echo(f"epochs: {cfg.epochs}, batch size {cfg.batch_size}, optimizer {cfg.optimizer}, "
                f"lr {cfg.lr} (head) / {cfg.backbone_lr} (backbone)")
     click.echo(f"augmentation: {'on' if cfg.augment else 'off'}"
