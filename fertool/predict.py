@@ -23,7 +23,6 @@ appends the rest; the result has every image exactly once.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
@@ -96,14 +95,10 @@ def format_rows(rows: Sequence[dict[str, Any]], fmt: str, header: bool = False) 
     """
     if fmt == "jsonl":
         return "".join(_json_line(r) for r in rows)
-    buf = io.StringIO()
+    from fertool.core.io import csv_text
+
     cols = list(rows[0]) if rows else []
-    w = csv.writer(buf, lineterminator="\n")
-    if header:
-        w.writerow(cols)
-    for r in rows:
-        w.writerow(["" if v is None else v for v in r.values()])
-    return buf.getvalue()
+    return csv_text((r.values() for r in rows), header=cols if header else None)
 
 
 def _json_line(row: dict[str, Any]) -> str:
@@ -148,17 +143,13 @@ def skipped_path(out: str | os.PathLike) -> Path:
 def write_skipped(out: str | os.PathLike, skipped: Sequence[tuple[str, str]]) -> Path | None:
     """List ``skipped`` (path, reason) in :func:`skipped_path` (atomically); with nothing skipped,
     remove a list an earlier run left. Returns the file written, or None."""
-    from fertool.core.io import write_text
+    from fertool.core.io import csv_text, write_text
 
     target = skipped_path(out)
     if not skipped:
         target.unlink(missing_ok=True)
         return None
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "reason"])
-    w.writerows(skipped)
-    return write_text(target, buf.getvalue())
+    return write_text(target, csv_text(skipped, header=["path", "reason"]))
 
 
 def partial_path(out: str | os.PathLike) -> Path:

@@ -3,9 +3,9 @@
 ``make_bad_corpus(folder)`` writes one file (or folder, or dangling link) per kind and returns
 ``{file name: kind}``. Kinds fall in two groups:
 
-- :data:`BAD_KINDS`: :func:`fertool.core.io.read_image` must raise :class:`fertool.core.errors.ImageReadError`
-  naming the file (empty, truncated, corrupt, not an image, a folder, a dangling link, a
-  decompression bomb).
+- :data:`BAD_KINDS`: :func:`fertool.core.io.read_image` must raise
+  :class:`fertool.core.errors.ImageReadError` naming the file (empty, truncated, corrupt, not
+  an image, a folder, a dangling link, a decompression bomb).
 - :data:`ODD_KINDS`: unusual but valid; ``read_image`` must return uint8 RGB of the shape in
   :data:`EXPECTED_SHAPE` (after EXIF orientation). Their pixel content is documented per kind so
   that tests can check colours, too.
@@ -239,4 +239,173 @@ def make_bad_corpus(
             "several-faces",
             _encode(Image.fromarray(several_faces_image(faces)), "PNG"),
         )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# More of what a user's folder holds: other formats and layouts (valid), special files and links.
+
+#: Valid files in formats, layouts or names beyond the basic corpus: read_image returns the
+#: first frame/page, of the shape in :data:`MORE_SHAPE`.
+MORE_ODD_KINDS = frozenset(
+    {
+        "avif",
+        "jpeg-no-extension",
+        "png-unknown-extension",
+        "animated-gif",
+        "animated-png",
+        "animated-webp",
+        "multipage-tiff",
+        "float-tiff",
+        "ppm",
+        "jpeg2000",
+        "progressive-jpeg",
+        "tall-strip",
+        "wide-strip",
+        "broken-exif-jpeg",
+        "bad-orientation-jpeg",
+        "link-to-image",
+        "hard-link",
+    }
+)
+
+#: Files read_image refuses with ImageReadError (without hanging: none of them is opened when it
+#: is not a regular file).
+MORE_BAD_KINDS = frozenset(
+    {
+        "fifo-named-jpg",
+        "socket-named-png",
+        "link-to-fifo",
+        "link-to-device",
+        "link-loop",
+        "link-to-folder",
+        "bomb-jpeg",
+        "truncated-gif",
+    }
+)
+
+#: Kinds that are not regular files (after following links): the folder walker skips them with
+#: a reason and never opens them; ``link-loop`` (an image name) is yielded to get an error row.
+NOT_REGULAR_KINDS = frozenset(
+    {"fifo-named-jpg", "socket-named-png", "link-to-fifo", "link-to-device", "link-to-folder"}
+)
+
+#: Files the walker finds by content only (their extension is missing or unknown).
+BY_CONTENT_KINDS = frozenset({"jpeg-no-extension", "png-unknown-extension"})
+
+MORE_SHAPE: dict[str, tuple[int, int]] = {
+    "avif": (24, 32),
+    "jpeg-no-extension": (24, 32),
+    "png-unknown-extension": (24, 32),
+    "animated-gif": (24, 32),
+    "animated-png": (24, 32),
+    "animated-webp": (24, 32),
+    "multipage-tiff": (24, 32),
+    "float-tiff": (24, 32),
+    "ppm": (24, 32),
+    "jpeg2000": (24, 32),
+    "progressive-jpeg": (24, 32),
+    "tall-strip": (3000, 2),
+    "wide-strip": (1, 4000),
+    "broken-exif-jpeg": (24, 32),
+    "bad-orientation-jpeg": (24, 32),
+    "link-to-image": (24, 32),
+    "hard-link": (24, 32),
+}
+
+
+def _jpeg_with_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a baseline JPEG) with the frame header claiming ``width x height``."""
+    i = data.index(b"\xff\xc0")
+    return data[: i + 5] + struct.pack(">HH", height, width) + data[i + 9 :]
+
+
+def _jpeg_app1(data: bytes, payload: bytes) -> bytes:
+    """``data`` (a JPEG) with an APP1 segment holding ``payload`` right after SOI."""
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+def make_more_corpus(folder: str | os.PathLike) -> dict[str, str]:
+    """Write the further kinds into ``folder`` and return ``{file name: kind}``.
+
+    Special files (a named pipe, a Unix socket, links to them, to ``/dev/zero``, to a folder, to
+    themselves) are made with the OS calls; the socket is bound and closed again (the file
+    stays). Formats that this Pillow cannot write (AVIF, JPEG 2000 or animated WebP on a minimal
+    build) are left out.
+    """
+    import socket
+
+    from PIL import features
+
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str] = {}
+    halves = Image.fromarray(_halves_rgb(24, 32))
+
+    def put(name: str, kind: str, data: bytes) -> None:
+        (d / name).write_bytes(data)
+        out[name] = kind
+
+    def link(name: str, kind: str, target, is_dir: bool = False) -> None:
+        p = d / name
+        if p.is_symlink() or p.exists():
+            p.unlink()
+        p.symlink_to(target, target_is_directory=is_dir)
+        out[name] = kind
+
+    jpeg = _encode(halves, "JPEG", quality=95)
+    if features.check("avif"):
+        put("photo.avif", "avif", _encode(halves, "AVIF", quality=90))
+    put("IMG_0001", "jpeg-no-extension", jpeg)
+    put("scan.dat", "png-unknown-extension", _encode(halves, "PNG"))
+    frames = [Image.fromarray(_halves_rgb(24, 32)[:, ::s]) for s in (1, -1)]
+    put("anim.gif", "animated-gif", _encode(frames[0], "GIF", save_all=True,
+                                               append_images=frames[1:], duration=50, loop=0))
+    put("anim.png", "animated-png", _encode(frames[0], "PNG", save_all=True,
+                                               append_images=frames[1:], duration=50))
+    if features.check("webp"):
+        put("anim.webp", "animated-webp", _encode(frames[0], "WEBP", save_all=True,
+                                                     append_images=frames[1:], duration=50))
+    put("pages.tif", "multipage-tiff", _encode(frames[0], "TIFF", save_all=True,
+                                                  append_images=frames[1:]))
+    ramp = np.tile(np.linspace(-1.0, 3.0, 32, dtype=np.float32), (24, 1))
+    put("float.tif", "float-tiff", _encode(Image.fromarray(ramp, "F"), "TIFF"))
+    put("photo.ppm", "ppm", _encode(halves, "PPM"))
+    if features.check("jpg_2000"):
+        put("photo.jp2", "jpeg2000", _encode(halves, "JPEG2000"))
+    put("progressive.jpg", "progressive-jpeg", _encode(halves, "JPEG", progressive=True))
+    put("tall.png", "tall-strip", _encode(Image.new("RGB", (2, 3000), (9, 9, 9)), "PNG"))
+    put("wide.png", "wide-strip", _encode(Image.new("RGB", (4000, 1), (9, 9, 9)), "PNG"))
+    put("broken-exif.jpg", "broken-exif-jpeg",
+        _jpeg_app1(jpeg, b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff" + b"\x00" * 7))
+    bad_orient = Image.Exif()
+    bad_orient[0x0112] = 9  # not one of the eight orientations
+    put("bad-orientation.jpg", "bad-orientation-jpeg", _encode(halves, "JPEG", exif=bad_orient))
+    (d / "target").mkdir(exist_ok=True)
+    (d / "target" / "real.png").write_bytes(_encode(halves, "PNG"))
+    link("link-to-image.png", "link-to-image", d / "target" / "real.png")
+    hard = d / "hard-link.png"
+    if hard.exists():
+        hard.unlink()
+    os.link(d / "target" / "real.png", hard)
+    out["hard-link.png"] = "hard-link"
+
+    put("bomb.jpg", "bomb-jpeg", _jpeg_with_size(jpeg, 60_000, 60_000))
+    gif = _encode(frames[0], "GIF")
+    put("truncated.gif", "truncated-gif", gif[: len(gif) // 2])
+
+    fifo = d / "pipe.jpg"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    out["pipe.jpg"] = "fifo-named-jpg"
+    sock_path = d / "sock.png"
+    if sock_path.exists():
+        sock_path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(sock_path))
+    out["sock.png"] = "socket-named-png"
+    link("link-to-pipe.jpg", "link-to-fifo", fifo)
+    link("zeros.jpg", "link-to-device", "/dev/zero")
+    link("loop.jpg", "link-loop", d / "loop.jpg")
+    link("folder-link.jpg", "link-to-folder", d / "target", is_dir=True)
     return out

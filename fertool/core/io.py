@@ -236,6 +236,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(p, f"corrupt image data ({type(exc).__name__}: {exc})") from None
 
 
+def csv_text(rows, header=None) -> str:
+    """Rows (sequences of values) as CSV text, ``\\n`` line ends, any value kept exactly.
+
+    Values holding a carriage return are quoted too (Python's csv module before 3.12 leaves
+    them bare with a ``\\n`` line terminator, and readers then cut the row there); None is
+    written as an empty field.
+    """
+    import csv
+
+    buf = _io.StringIO()
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    if header is not None:
+        plain.writerow(header)
+    for row in rows:
+        values = ["" if v is None else v for v in row]
+        cr = any(isinstance(v, str) and "\r" in v for v in values)
+        (quoted if cr else plain).writerow(values)
+    return buf.getvalue()
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -282,7 +303,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", force: bool = True) 
     if not force:
         check_writable(p, force=False)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    # The temporary name must fit the file system's limit (255 bytes) even for a long ``path``.
+    prefix = f".{p.name}." if len(os.fsencode(p.name)) <= 200 else ".fertool-long-name."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=p.parent)
     try:
         text = {} if "b" in mode else {"encoding": "utf-8", "errors": "surrogateescape"}
         with os.fdopen(fd, mode, **text) as fh:
