@@ -266,9 +266,6 @@ def extract_dataset(
         Before any work, when ``out`` is not an empty folder and ``force`` is false, or
         ``data`` holds no image. Unreadable images never raise: they get an ``error`` row.
     """
-    from fertool.core.env import versions
-    from fertool.core.io import write_json, write_png, write_text
-    from fertool.faces.contact import mark_of
     from fertool.faces.stage import extract_faces
 
     config = config if config is not None else FaceConfig()
@@ -280,11 +277,6 @@ def extract_dataset(
             raise ValueError(f"sample={sample}; expected at least 1")
         samples = [samples[i] for i in spread(len(samples), sample)]
     summary = FacesSummary(out, root, skipped_files=[str(p) for p in skipped])
-    by_path = {str(p): (i, p, label, grp) for i, (p, label, grp) in enumerate(samples)}
-    sheet = SheetSample(len(samples))
-    used: set[str] = set()
-    rows = []
-    last_path = None
     start = time.perf_counter()
     records = extract_faces(
         [p for p, _, _ in samples],
@@ -295,6 +287,25 @@ def extract_dataset(
         progress=progress,
         device=device,
     )
+    rows, sheet = _write_crops(records, samples, summary, all_faces)
+    summary.seconds = time.perf_counter() - start
+    summary.rows = len(rows)
+    _write_outputs(summary, rows, sheet, config, params, title)
+    return summary
+
+
+def _write_crops(records, samples, summary: FacesSummary, all_faces: bool):
+    """Write each record's crop under ``summary.out``, count its image; the CSV rows and the
+    contact-sheet sample."""
+    from fertool.core.io import write_png
+    from fertool.faces.contact import mark_of
+
+    root = summary.root
+    by_path = {str(p): (i, p, label, grp) for i, (p, label, grp) in enumerate(samples)}
+    sheet = SheetSample(len(samples))
+    used: set[str] = set()
+    rows = []
+    last_path = None
     for rec in records:
         index, path, label, grp = by_path[rec.path]
         if rec.path != last_path:
@@ -303,37 +314,32 @@ def extract_dataset(
         crop_name = ""
         if rec.crop is not None:
             crop_name = _crop_name(root, path, label, rec.face_index, all_faces, used)
-            write_png(out / crop_name, rec.crop, force=True)
+            write_png(summary.out / crop_name, rec.crop, force=True)
         box = rec.box or (None,) * 4
-        rows.append(
-            [
-                Path(path).relative_to(root).as_posix(),
-                label,
-                grp,
-                rec.status,
-                rec.n_faces,
-                rec.face_index,
-                *(_fmt(v) for v in box),
-                _fmt(rec.score, 4),
-                rec.message,
-                crop_name,
-            ]
-        )
+        rel = Path(path).relative_to(root).as_posix()
+        rows.append([rel, label, grp, rec.status, rec.n_faces, rec.face_index,
+                     *(_fmt(v) for v in box), _fmt(rec.score, 4), rec.message, crop_name])
         sheet.offer(index, rec.crop, mark_of(rec.status, rec.n_faces), Path(path).stem)
-    summary.seconds = time.perf_counter() - start
-    summary.rows = len(rows)
+    return rows, sheet
+
+
+def _write_outputs(summary: FacesSummary, rows, sheet: SheetSample, config: FaceConfig,
+                   params: dict | None, title: str | None) -> None:
+    """faces.csv, contact_sheet.png (when there is a tile) and faces.json."""
+    from fertool.core.env import versions
+    from fertool.core.io import write_json, write_png, write_text
 
     write_text(summary.csv, _csv_text(rows), force=True)
-    sheet_image = sheet.image(title or f"fertool faces {root.name}")
+    sheet_image = sheet.image(title or f"fertool faces {summary.root.name}")
     if sheet_image is not None:
-        summary.contact_sheet = out / "contact_sheet.png"
+        summary.contact_sheet = summary.out / "contact_sheet.png"
         write_png(summary.contact_sheet, sheet_image, force=True)
     write_json(
         summary.json,
         {
             "command": "fertool faces",
             "params": params or {},
-            "data": str(root),
+            "data": str(summary.root),
             "face_config": config.to_dict(),
             "face_config_key": config.key(),
             "counts": summary.counts(),
@@ -343,4 +349,3 @@ def extract_dataset(
         },
         force=True,
     )
-    return summary
