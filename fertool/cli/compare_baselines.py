@@ -26,12 +26,14 @@ def _grid(ctx, param, value: str) -> tuple[int, int]:
 
 @click.command("compare-baselines")
 @data_option
-@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold"]), default="movie",
-              show_default=True,
-              help="paper: stratified 50/50 per seed; movie: 2 folds with no movie on both sides; "
-              "kfold: stratified k-fold (grouped by --group-regex).")
+@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold", "movie-legacy"]),
+              default="movie", show_default=True,
+              help="paper: stratified 50/50 per seed; movie: per seed, a random class-balanced "
+              "partition of the movies into 2 folds; kfold: stratified k-fold (grouped by "
+              "--group-regex); movie-legacy: fertool's former movie splits (recorded reports).")
 @click.option("--seeds", default=None,
-              help="Comma-separated split seeds. Default: 0,1,2 for paper, 0 otherwise.")
+              help="Comma-separated split seeds. Default: 0-4 for movie (10 test parts), 0,1,2 "
+              "for paper, 0 otherwise.")
 @click.option("--n-folds", type=click.IntRange(2), default=None,
               help="Folds of the movie (default 2) and kfold (default 5) protocols.")
 @group_option
@@ -73,17 +75,20 @@ def _grid(ctx, param, value: str) -> tuple[int, int]:
               help="torch device (default: cuda when available, else cpu).")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
               help="FaceNet batch size.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100), default=2000, show_default=True,
+              help="Replicates of the group bootstrap behind the 95% intervals.")
 @face_options
 @force_option
 def command(data, protocol, seeds, n_folds, group, methods, heads, descriptor_head, weights,
             finetuned, out, lpq_size, lpq_grid, lpq_window, phog_size, phog_bins, phog_levels,
-            phog_angle, feature_map, cv, device, batch_size, face, cache_dir, force):
+            phog_angle, feature_map, cv, device, batch_size, n_boot, face, cache_dir, force):
     """Compare LPQ and PHOG baselines, FaceNet features with sklearn heads and fine-tuned runs.
 
     All methods see the same aligned face crops (the face cache) and the same splits; every
     head is tuned by cross-validation inside each training part. Writes report.md (one table:
-    accuracy mean +- std, macro-F1, per-class recall), report.json and one confusion matrix
-    per method into OUT. Methods that cannot run are listed with the reason. The descriptor
+    accuracy and macro-F1 with 95% group-bootstrap intervals, per-class recall, the paired
+    difference to the best method), report.json and one confusion matrix per method into OUT.
+    Methods that cannot run are listed with the reason. The descriptor
     defaults were chosen on SFEW-675 by cross-validation inside the training parts
     (baselines/README.md).
 
@@ -105,13 +110,17 @@ def command(data, protocol, seeds, n_folds, group, methods, heads, descriptor_he
         weights=weights, finetuned=tuple(finetuned),
         face=face,
         cache_dir=cache_dir, cv=cv, device=device, batch_size=batch_size, force=force,
+        n_boot=n_boot,
     )
     outcome = run_comparison(cfg, progress=True)
     ok = [r for r in outcome.results if r.status == "ok"]
     not_run = len(outcome.results) - len(ok)
     best = outcome.best()
-    best_text = (f"best {best.method} {100 * best.accuracy_mean:.1f}% +- "
-                 f"{100 * best.accuracy_std:.1f}" if best else "no method ran")
+    best_text = "no method ran"
+    if best:
+        ci = best.interval()
+        best_text = f"best {best.method} {100 * best.accuracy_mean:.1f}%" + (
+            f" [95% CI {100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
     click.echo(
         f"{protocol}: {len(ok)} methods on {outcome.n_faces} faces "
         f"({outcome.n_fallback} centre crops), {best_text}"

@@ -21,8 +21,10 @@ from fertool.cli._options import (
               help="casia-webface | vggface2 | none | a state-dict FILE.")
 @click.option("--unfreeze", type=click.IntRange(1, 18), default=9, show_default=True,
               help="Train the last N top-level layers (paper: 1, 2, 4, 6, 9).")
-@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold"]), default="movie",
-              show_default=True, help="Evaluation protocol of the split.")
+@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold", "movie-legacy"]),
+              default="movie", show_default=True,
+              help="Evaluation protocol of the split (movie-legacy: the former movie splits of "
+              "the recorded runs).")
 @click.option("--fold", type=int, default=0, show_default=True, help="Which fold of the protocol.")
 @click.option("--split-seed", type=int, default=0, show_default=True,
               help="Seed of the protocol's split (the same seed gives the same split hash).")
@@ -79,8 +81,11 @@ from fertool.cli._options import (
 @click.option("--dry-run", is_flag=True,
               help="Print the plan (device, parameters, split) and exit.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
+@click.option("--ddp", is_flag=True,
+              help="DistributedDataParallel under torchrun (detected without it too); "
+              "--batch-size stays the global batch.")
 @force_option
-def command(data, out, dry_run, resume, force, augment, face, per_class, **kw) -> None:
+def command(data, out, dry_run, resume, force, augment, face, per_class, ddp, **kw) -> None:
     """Fine-tune FaceNet (InceptionResnetV1) on a folder-per-class dataset.
 
     The training part of the chosen split is split again (grouped the same way) into a fitting and
@@ -102,9 +107,16 @@ def command(data, out, dry_run, resume, force, augment, face, per_class, **kw) -
     if dry_run:
         _plan(cfg)
         return
+    from fertool.train import ddp as dist
     from fertool.train.loop import run
 
-    report = run(cfg, resume=resume, force=force)
+    group = dist.init(requested=ddp, device=cfg.device)
+    try:
+        report = run(cfg, resume=resume, force=force)
+    finally:
+        dist.shutdown()
+    if group is not None and not group.main:
+        return  # process 0 reports
     r = report["results"][0]
     click.echo(
         f"test accuracy {100 * r['accuracy_mean']:.1f}%, macro-F1 {100 * r['macro_f1']:.1f}% "
@@ -116,7 +128,7 @@ def command(data, out, dry_run, resume, force, augment, face, per_class, **kw) -
 def _plan(cfg) -> None:
     import torch
 
-    from fertool.data.dataset import carve_validation, discover, make_splits
+    from fertool.data.dataset import discover, make_splits, plan_validation
     from fertool.models.fernet import (
         FerNet,
         format_unfreeze_table,
@@ -132,8 +144,9 @@ def _plan(cfg) -> None:
             f"{cfg.fold} out of range ({len(splits)} folds)", param_hint="--fold"
         )
     s = splits[cfg.fold]
-    fit, val = carve_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
-                                grouped=cfg.protocol != "paper")
+    plan = plan_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
+                           grouped=cfg.protocol != "paper")
+    fit, val = plan.fit, plan.val
     model = FerNet()
     model.set_unfreeze(cfg.unfreeze)
     click.echo(
@@ -146,6 +159,8 @@ def _plan(cfg) -> None:
     click.echo(f"dataset: {len(m)} images, {len(m.classes)} classes, {len(set(m.groups))} groups")
     click.echo(f"split: {s.name} (hash {s.hash}): fit {len(fit)}, validation {len(val)}, "
                f"test {len(s.test)}")
+    if plan.note:
+        click.echo(f"validation: {plan.note}")
     click.echo(f"epochs: {cfg.epochs}, batch size {cfg.batch_size}, optimizer {cfg.optimizer}, "
                f"lr {cfg.lr} (head) / {cfg.backbone_lr} (backbone)")
     click.echo(f"augmentation: {'on' if cfg.augment else 'off'}"

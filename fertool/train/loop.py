@@ -123,11 +123,13 @@ class Prepared:
     split: Any  # fertool.data.dataset.Split
     skipped: list[tuple[str, str]]  # (path, reason) of images without a usable crop
     fallbacks: int
+    groups: np.ndarray | None = None  # group of each row of x (for the report's bootstrap)
+    validation_note: str = ""  # why there is no validation part, when there is none
 
 
 def prepare_data(cfg: TrainConfig, progress: bool = True) -> Prepared:
     """Discover the dataset, make the split, carve validation, and load the aligned crops."""
-    from fertool.data.dataset import carve_validation, discover, make_splits
+    from fertool.data.dataset import discover, make_splits, plan_validation
     from fertool.faces.stage import face_crops
     from fertool.models.preprocessing import Preprocessing
 
@@ -145,9 +147,10 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> Prepared:
     if not 0 <= cfg.fold < len(splits):
         raise FertoolError(f"--fold {cfg.fold} out of range: the protocol has {len(splits)} folds")
     split = splits[cfg.fold]
-    fit, val = carve_validation(
+    plan = plan_validation(
         manifest, split.train, cfg.val_fraction, seed=cfg.seed, grouped=cfg.protocol != "paper"
     )
+    fit, val = plan.fit, plan.val
 
     face_cfg = cfg.face
     crops, records = face_crops(
@@ -168,7 +171,8 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> Prepared:
     y = torch.as_tensor(manifest.y[np.flatnonzero(have)], dtype=torch.long)
     paths = [str(manifest.paths[i]) for i in np.flatnonzero(have)]
     fallbacks = sum(r.status == "fallback" for r in records)
-    return Prepared(x, y, paths, rows(fit), rows(val), rows(split.test), split, skipped, fallbacks)
+    return Prepared(x, y, paths, rows(fit), rows(val), rows(split.test), split, skipped, fallbacks,
+                    groups=manifest.groups[np.flatnonzero(have)], validation_note=plan.note)
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,7 +551,7 @@ def run(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress
             "command": command_line(), "config": cfg.to_dict(), "versions": versions(),
             "split": {"protocol": cfg.protocol, "fold": cfg.fold, "seed": cfg.split_seed,
                       "hash": data.split.hash, "fit": len(data.fit), "val": len(data.val),
-                      "test": len(data.test)},
+                      "test": len(data.test), "validation_note": data.validation_note},
             "weights": None if trainer.weights_info is None else {
                 "name": trainer.weights_info.name, "sha256": trainer.weights_info.sha256,
                 "source": trainer.weights_info.source},
@@ -565,6 +569,7 @@ def finish(trainer: Trainer) -> dict:
     from fertool.core.io import save_figure
     from fertool.evaluate.metrics import plot_confusion
     from fertool.evaluate.report import MethodResult, command_line, write_report
+    from fertool.evaluate.uncertainty import FoldPredictions
     from fertool.train.plots import plot_curves
 
     cfg, out = trainer.cfg, trainer.out
@@ -579,6 +584,11 @@ def finish(trainer: Trainer) -> dict:
         folds=[{"split": trainer.data.split.name, "hash": trainer.data.split.hash,
                 "accuracy": res.accuracy, "macro_f1": res.macro_f1, "n": res.n}],
     )
+    if trainer.data.groups is not None:  # group-bootstrap interval of the test figure
+        te = np.asarray(trainer.data.test)
+        mr.predictions = [FoldPredictions(trainer.data.split.name,
+                                          trainer.data.y[torch.as_tensor(te)].numpy(),
+                                          test["proba"].argmax(1), trainer.data.groups[te])]
     save_figure(plot_confusion(res.confusion, LABELS, f"{method} (test)"), out / "confusion.png")
     save_figure(plot_curves(trainer.history), out / "curves.png")
     images = {"Confusion matrix (test part)": "confusion.png", "Training curves": "curves.png"}
@@ -596,7 +606,10 @@ def finish(trainer: Trainer) -> dict:
         meta={"fold": cfg.fold, "split_seed": cfg.split_seed, "seed": cfg.seed,
               "epochs": trainer.epoch, "best_epoch": test["best_epoch"],
               "weights": None if w is None else f"{w.name} sha256:{w.sha256[:16]}",
-              "unfreeze": cfg.unfreeze, "command": command_line(), "versions": versions()},
+              "unfreeze": cfg.unfreeze, "command": command_line(), "versions": versions(),
+              **({"validation": trainer.data.validation_note}
+                 if trainer.data.validation_note else {})},
         images=images,
+        notes=[trainer.data.validation_note] if trainer.data.validation_note else None,
     )
     return from_json((out / "report.json").read_text())
