@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -140,14 +141,16 @@ def _sha256_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _converted_casia(
-    ckpt: Path, graph: Path | None, force: bool = False
+def cached_conversion(
+    path: Path, convert: Callable[[Path], object] | None, force: bool = False
 ) -> tuple[Path, str] | None:
-    """The converted CASIA file and its sha256: reused when intact, converted when possible."""
-    from fertool.core.io import sha256_file, write_text
-    from fertool.models.tfgraph import convert_casia_graph
+    """A converted weights file and its sha256: reused when it matches its ``.sha256`` sidecar,
+    else made with ``convert(path)`` (which writes ``path`` atomically) and recorded.
 
-    path = ckpt / CONVERTED_FILENAME
+    Returns None when there is no intact file and nothing to convert from (``convert=None``).
+    """
+    from fertool.core.io import sha256_file, write_text
+
     sidecar = _sha256_sidecar(path)
     if path.is_file() and sidecar.is_file() and not force:
         digest = sha256_file(path)
@@ -155,13 +158,23 @@ def _converted_casia(
         if recorded == [digest]:
             return path, digest
         log.warning("%s does not match its recorded sha256; converting it again", path)
-    if graph is None:
+    if convert is None:
         return None
-    convert_casia_graph(graph, path)
+    convert(path)
     digest = sha256_file(path)
     write_text(sidecar, f"{digest}  {path.name}\n")
-    log.info("converted the CASIA-WebFace graph %s into %s (sha256 %s)", graph, path, digest)
+    log.info("converted weights into %s (sha256 %s)", path, digest)
     return path, digest
+
+
+def _converted_casia(
+    ckpt: Path, graph: Path | None, force: bool = False
+) -> tuple[Path, str] | None:
+    """The converted CASIA file and its sha256: reused when intact, converted when possible."""
+    from fertool.models.tfgraph import convert_casia_graph
+
+    convert = None if graph is None else (lambda path: convert_casia_graph(graph, path))
+    return cached_conversion(ckpt / CONVERTED_FILENAME, convert, force=force)
 
 
 def convert_casia(
