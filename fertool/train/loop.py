@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from fertool.core.errors import FertoolError
 from fertool.core.labels import LABELS
 from fertool.faces.config import FaceConfig
+from fertool.train import ddp
 from fertool.train.augment import AugmentConfig, augment_batch
 from fertool.train.checkpoint import from_json, load_checkpoint, save_checkpoint, to_json
 
@@ -286,6 +287,10 @@ class Trainer:
         self.progress = progress
         self.out = Path(cfg.out)
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dist = ddp.current()  # a torchrun launch (fertool.train.ddp), else None
+        self.main = self.dist is None or self.dist.main  # only process 0 writes
+        if self.dist is not None:
+            self.device = self.dist.device(self.device)
         self.cuda = self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         pre = Preprocessing(face=cfg.face)
@@ -295,6 +300,7 @@ class Trainer:
         self.model.to(self.device)
         if self.cuda and cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.tail = ddp.wrap_tail(self.model.backbone, run_sequence, self.device)
         self.aug = cfg.augment_config
         self.start = split_point(self.model)
         self.cached: torch.Tensor | None = None
@@ -356,6 +362,8 @@ class Trainer:
         }
 
     def save_last(self) -> None:
+        if not self.main:
+            return
         payload = {
             **self._meta(),
             "model": self.model.state_dict(),
@@ -370,6 +378,8 @@ class Trainer:
         save_checkpoint(self.out / "last.pt", payload)
 
     def save_best(self) -> None:
+        if not self.main:
+            return
         save_checkpoint(
             self.out / "best.pt",
             {**self._meta(), "model": self.model.state_dict(), "epoch": self.epoch,
@@ -396,9 +406,12 @@ class Trainer:
 
         cfg = self.cfg
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        torch.manual_seed(cfg.seed * 100_019 + epoch)  # dropout
+        drop_seed = cfg.seed * 100_019 + epoch
+        drop_seed = drop_seed if self.dist is None else self.dist.seed(drop_seed)  # (seed, e, rank)
+        torch.manual_seed(drop_seed)  # dropout
         if self.cuda:
-            torch.cuda.manual_seed_all(cfg.seed * 100_019 + epoch)
+            torch.cuda.manual_seed_all(drop_seed)
+        aug_g = g if self.dist is None else self.dist.generator(g, cfg.seed * 100_003 + epoch)
         order = self.data.fit[torch.randperm(len(self.data.fit), generator=g).numpy()]
         source = self.cached if self.cached is not None else self.data.x
         start = self.start if self.cached is not None else 0
@@ -409,11 +422,12 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not self.progress,
                    unit="batch", leave=False)
         for i in bar:
-            idx = torch.as_tensor(order[i : i + cfg.batch_size])
+            batch = order[i : i + cfg.batch_size]  # a global batch; a process takes its part
+            idx = torch.as_tensor(batch if self.dist is None else self.dist.part(batch))
             xb = source[idx]
             yb = self.data.y[idx].to(self.device)
             if start == 0 and self.aug.enabled:
-                xb = augment_batch(xb, self.aug, g)
+                xb = augment_batch(xb, self.aug, aug_g)
             xb = xb.to(self.device, non_blocking=True)
             if self.cuda and cfg.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -424,7 +438,7 @@ class Trainer:
                     start_here = self.start
                 else:
                     start_here = start
-                logits = run_sequence(self.model.backbone, xb, start_here, len(SEQUENCE))
+                logits = self.tail(xb, start_here, len(SEQUENCE))
                 loss = F.cross_entropy(logits.float(), yb, weight=self.class_weight,
                                        label_smoothing=cfg.label_smoothing)
             self.opt.zero_grad(set_to_none=True)
@@ -442,6 +456,8 @@ class Trainer:
             loss_sum += float(loss.detach()) * n
             correct += int((logits.argmax(1) == yb).sum())
             bar.set_postfix(loss=f"{loss_sum / total:.3f}")
+        if self.dist is not None:
+            total, correct, loss_sum = self.dist.sum(total, correct, loss_sum)
         seconds = time.perf_counter() - t0
         return {
             "train_loss": loss_sum / max(1, total),
@@ -483,6 +499,8 @@ class Trainer:
                                  if k not in ("histogram", "quantiles")}
                 row["angles_stuck"] = bool(self.monitor.stuck())
                 row["monitor_seconds"] = stats.seconds
+            if self.dist is not None:
+                row = self.dist.from_main(row)  # every process takes process 0's decisions
             self.epoch = epoch
             self.history.append(row)
             improved = row["val_accuracy"] > self.best["val_accuracy"] or (
@@ -495,7 +513,8 @@ class Trainer:
                 self.save_best()
             self.save_last()
             lines = "".join(to_json(r) + "\n" for r in self.history)
-            write_text(self.out / "metrics.jsonl", lines)
+            if self.main:
+                write_text(self.out / "metrics.jsonl", lines)
             log.info("epoch %d: %s", epoch, row)
             for cb in callbacks or []:
                 cb(epoch, row)
@@ -538,13 +557,15 @@ def run(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress
         cfg = saved
     elif out.exists() and any(out.iterdir()) and not force:
         raise FertoolError(f"run folder {out} is not empty; use --resume to continue or --force")
+    if ddp.current() is not None:
+        ddp.current().barrier()  # every process has checked the folder before process 0 writes
     out.mkdir(parents=True, exist_ok=True)
     data = data or prepare_data(cfg, progress=progress)
     trainer = Trainer(cfg, data, progress=progress)
     if resume:
         trainer.load_last()
         log.info("resumed after epoch %d", trainer.epoch)
-    else:
+    elif trainer.main:
         from fertool.core.env import versions
 
         write_json(out / "config.json", {
@@ -560,6 +581,8 @@ def run(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress
             "skipped": data.skipped, "face_fallbacks": data.fallbacks,
         })
     trainer.fit(callbacks=callbacks)
+    if not trainer.main:
+        return {}  # process 0 evaluates and reports
     return finish(trainer)
 
 
