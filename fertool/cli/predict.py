@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from fertool.cli._engine import engine_options, engine_runner
 from fertool.cli._options import force_option, model_face_options
 
 SHOWN_ERRORS = 5
@@ -75,6 +76,7 @@ SHOWN_SKIPPED = 20
     help="In folders, read only files with an image extension (by default a file without a "
     "known extension is read when its content is an image).",
 )
+@engine_options
 @force_option
 def command(
     paths,
@@ -114,6 +116,7 @@ def command(
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
     model = load(model_path, providers=providers, threads=threads)
+    predict = engine_runner(predict_paths, model_path, providers, threads)
     face = model.face_config
     if face_changes:
         try:
@@ -121,7 +124,7 @@ def command(
         except ValueError as exc:
             raise click.UsageError(f"face settings: {exc}") from None
     try:
-        s = predict_paths(
+        s = predict(
             list(paths),
             model,
             out,

@@ -343,6 +343,18 @@ class RayOptions:
             raise FertoolError(f"--gpus-per-worker {self.gpus_per_worker}: expected 0 or more")
 
 
+def _plan_blocks(ray, files: Sequence[Path], todo: int, workers: int) -> Iterator[Any]:
+    """The plan as object-store blocks small enough that every actor gets work (about 16 blocks
+    per worker, :data:`FACE_BATCH` to 1024 inputs each); one plan file read at a time."""
+    import pyarrow.parquet as pq
+
+    rows = min(1024, max(FACE_BATCH, -(-todo // (16 * workers))))
+    for f in files:
+        table = pq.read_table(f)
+        for start in range(0, len(table), rows):
+            yield ray.put(table.slice(start, rows))
+
+
 def shard_dir(out: str | os.PathLike) -> Path:
     """Where the shards of ``out`` go: ``out`` itself for a ``.parquet`` output, else
     ``OUT.parquet`` beside it (``photos.csv`` -> ``photos.csv.parquet/``)."""
@@ -453,11 +465,9 @@ def predict_paths_ray(
     try:
         with ray_session(options.address, options.num_cpus) as ray:
             if plan.todo:
-                import pyarrow.parquet as pq
-
                 # Ray Data restarts a dead actor and retries its batch by default
                 # (max_restarts=-1, max_task_retries=-1 for actor pools).
-                blocks = [ray.put(pq.read_table(f)) for f in plan.files]
+                blocks = list(_plan_blocks(ray, plan.files, plan.todo, options.num_workers))
                 ds = (
                     ray.data.from_arrow_refs(blocks)
                     .map_batches(
