@@ -50,7 +50,7 @@ def test_unfreeze_order_is_children_from_output_end(net):
 
 
 def test_preprocessing_round_trip_and_values():
-    p = Preprocessing(face={"margin": 20, "policy": "largest"})
+    p = Preprocessing(face={"margin": 0.2, "policy": "largest"})
     q = Preprocessing.from_dict(json.loads(json.dumps(p.to_dict())))
     assert q == p and q.labels == LABELS
     assert Preprocessing.from_json(p.to_json()) == p
@@ -64,8 +64,8 @@ def test_preprocessing_round_trip_and_values():
     np.testing.assert_array_equal(bgr[0, 0].numpy(), t[0, 2].numpy())
     with pytest.raises(ValueError, match=r"expected \(N, 160, 160, 3\)"):
         p.to_tensor(np.zeros((1, 100, 100, 3), np.uint8))
-    with pytest.raises(ValueError, match="at least 75"):
-        Preprocessing(size=64)
+    with pytest.raises(ValueError, match="inception-resnet-v1 needs at least 75"):
+        FerNet(7, Preprocessing(size=64))
 
 
 def test_feature_layers_shapes_and_embedding_matches_facenet(net):

@@ -43,6 +43,19 @@ def torch_home() -> Path:
     return Path(xdg).expanduser() / "torch"
 
 
+def default_device(device: str | None = None) -> str:
+    """``device`` when given, else ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``.
+
+    The one place that picks the torch device of a command run without ``--device``
+    (imports torch).
+    """
+    if device:
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def environment_info() -> dict[str, str]:
     info: dict[str, str] = dict(versions())
     info["cache"] = str(cache_dir())

@@ -33,18 +33,13 @@ NPZ_FORMAT = "fertool-embeddings-1"
 
 
 def _embed_batch(model, crops: np.ndarray, layer: str, flip: bool, device) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
+    from fertool.models.inference import flip_mean
 
     x = model.preprocessing.to_tensor(crops).to(device)
-    n = x.shape[0]
-    if flip:
-        x = torch.cat([x, x.flip(-1)])  # one pass over the crops and their mirror images
-    f = model.features(x, layer)
-    if flip:
-        f = (f[:n] + f[n:]) / 2
-        if layer == "embedding":
-            f = F.normalize(f, p=2, dim=1)
+    # One pass over the crops and their mirror images; the mean embedding is normalised again.
+    tap = model.spec.feature_taps.get(layer)  # an unknown layer: features() says so
+    renorm = (0,) if tap is not None and tap.normalize else ()
+    f = flip_mean(lambda t: model.features(t, layer), x, flip=flip, renormalize=renorm)
     return f.float().cpu().numpy()
 
 

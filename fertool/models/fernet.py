@@ -1,14 +1,17 @@
-"""FaceNet backbone with an expression head, and layer freezing.
+"""The expression model: a registered backbone with a C-class head, and layer freezing.
 
-:class:`FerNet` wraps ``facenet_pytorch.InceptionResnetV1(classify=True, num_classes=C)`` as
-``.backbone`` and carries the :class:`~fertool.models.preprocessing.Preprocessing` it expects, so that
-checkpoints and ONNX exports record it once. This module imports torch; the CLI imports it only
+:class:`FerNet` builds the backbone its spec names (:mod:`fertool.models.registry`; default
+``inception-resnet-v1``, facenet-pytorch's ``InceptionResnetV1(classify=True, num_classes=C)``)
+as ``.backbone``, keeps the spec as ``.spec`` and carries the
+:class:`~fertool.models.preprocessing.Preprocessing` it expects, so that checkpoints and ONNX
+exports record it once. Everything about the network's structure (layer sequence, unfreeze
+order, feature taps) is read from the spec. This module imports torch; the CLI imports it only
 inside command bodies.
 
-Freezing follows the paper: "N layers unfrozen" means the last N top-level children of
-InceptionResnetV1, counted from the output end (:data:`UNFREEZE_ORDER`); N = 1, 2, 4, 6, 9 train
-3,591 / 4,615 / 922,119 / 2,522,887 / 20,773,383 of 23,486,215 parameters
-(:func:`unfreeze_table`).
+Freezing follows the paper: "N layers unfrozen" means the last N top-level children of the
+backbone, counted from the output end (``spec.unfreeze_order``); for InceptionResnetV1,
+N = 1, 2, 4, 6, 9 train 3,591 / 4,615 / 922,119 / 2,522,887 / 20,773,383 of 23,486,215
+parameters (:func:`unfreeze_table`).
 
 Batch norm in training mode: frozen layers keep their batch norms in eval mode, so their running
 statistics never change. By default *every* batch norm stays in eval mode, those of trainable layers
@@ -20,8 +23,8 @@ batch statistics (sensible with the VGGFace2 weights and a large dataset, or to 
 Dropout (``p=0.6`` before ``last_linear``, as in facenet-pytorch) follows the training mode
 whatever the unfreeze depth.
 
-Run ``python -m fertool.models.fernet`` (or ``fertool weights table``) to print the trainable-parameter
-table.
+Run ``python -m fertool.models.fernet`` (or ``fertool weights table``) to print the
+trainable-parameter table.
 """
 
 from __future__ import annotations
@@ -31,72 +34,27 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from facenet_pytorch import InceptionResnetV1
 
 from fertool.core.labels import LABELS
+from fertool.models.inception_resnet import INCEPTION_RESNET_V1
 from fertool.models.preprocessing import Preprocessing
+from fertool.models.registry import Backbone, get_backbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from fertool.models.weights import WeightsInfo
 
 log = logging.getLogger(__name__)
 
-#: Top-level children of InceptionResnetV1, from the output end. ``set_unfreeze(n)`` trains the
-#: first ``n`` of these.
-UNFREEZE_ORDER: tuple[str, ...] = (
-    "logits",
-    "last_bn",
-    "last_linear",
-    "dropout",
-    "avgpool_1a",
-    "block8",
-    "repeat_3",
-    "mixed_7a",
-    "repeat_2",
-    "mixed_6a",
-    "repeat_1",
-    "conv2d_4b",
-    "conv2d_4a",
-    "conv2d_3b",
-    "maxpool_3a",
-    "conv2d_2b",
-    "conv2d_2a",
-    "conv2d_1a",
-)
-
-#: Layers :meth:`FerNet.features` returns, with their output width. Convolutional stages are
-#: globally average-pooled; ``pool`` is ``avgpool_1a`` flattened; ``embedding`` is the
-#: L2-normalised 512-d FaceNet embedding.
-FEATURE_LAYERS: dict[str, int] = {
-    "conv2d_4b": 256,
-    "repeat_1": 256,
-    "mixed_6a": 896,
-    "repeat_2": 896,
-    "mixed_7a": 1792,
-    "repeat_3": 1792,
-    "block8": 1792,
-    "pool": 1792,
-    "embedding": 512,
-}
-_TRUNK = (
-    "conv2d_1a",
-    "conv2d_2a",
-    "conv2d_2b",
-    "maxpool_3a",
-    "conv2d_3b",
-    "conv2d_4a",
-    "conv2d_4b",
-    "repeat_1",
-    "mixed_6a",
-    "repeat_2",
-    "mixed_7a",
-    "repeat_3",
-    "block8",
-)
-#: Unfreeze depths of the paper's Table 3.
-TABLE_DEPTHS = (1, 2, 4, 6, 9)
+#: Name of the backbone a model gets when none is named.
+DEFAULT_BACKBONE = INCEPTION_RESNET_V1.name
+#: The default backbone's unfreeze order, feature layers (name -> width) and the unfreeze depths
+#: of the paper's Table 3, as its spec declares them (:mod:`fertool.models.inception_resnet`).
+UNFREEZE_ORDER: tuple[str, ...] = INCEPTION_RESNET_V1.unfreeze_order
+FEATURE_LAYERS: dict[str, int] = INCEPTION_RESNET_V1.feature_layers
+TABLE_DEPTHS = INCEPTION_RESNET_V1.table_depths
 
 __all__ = [
+    "DEFAULT_BACKBONE",
     "FEATURE_LAYERS",
     "UNFREEZE_ORDER",
     "FerNet",
@@ -108,23 +66,28 @@ __all__ = [
 
 
 class FerNet(torch.nn.Module):
-    """InceptionResnetV1 with a ``len(labels)``-class head, plus its preprocessing.
+    """A registered backbone with a ``len(labels)``-class head, plus its preprocessing.
 
     Parameters
     ----------
     num_classes : int
-        Size of the logits layer; must equal ``len(preprocessing.labels)``.
+        Size of the classifier; must equal ``len(preprocessing.labels)``.
     preprocessing : Preprocessing
-        Input contract, stored as ``.preprocessing``.
+        Input contract, stored as ``.preprocessing`` (default: the backbone's, with
+        :func:`default_labels`).
     dropout_prob : float
-        Dropout before ``last_linear`` (facenet-pytorch's default, 0.6).
+        Dropout before the bottleneck (facenet-pytorch's default, 0.6).
     train_bn : bool
         Let batch norms of trainable layers use batch statistics in training mode (default: all
         batch norms stay in eval mode, see the module docstring).
+    backbone : str or Backbone
+        Registry name (``inception-resnet-v1``, ``facenet``) or a spec.
 
     Attributes
     ----------
-    backbone : facenet_pytorch.InceptionResnetV1
+    backbone : torch.nn.Module
+        The network the spec builds (``facenet_pytorch.InceptionResnetV1`` by default).
+    spec : Backbone
     preprocessing : Preprocessing
     unfreeze : int or None
         Current :meth:`set_unfreeze` depth (None: all trainable).
@@ -138,18 +101,24 @@ class FerNet(torch.nn.Module):
         preprocessing: Preprocessing | None = None,
         dropout_prob: float = 0.6,
         train_bn: bool = False,
+        backbone: str | Backbone = DEFAULT_BACKBONE,
     ):
         super().__init__()
+        spec = get_backbone(backbone)
         if preprocessing is None:
-            preprocessing = Preprocessing(labels=default_labels(num_classes))
+            preprocessing = spec.default_preprocessing(default_labels(num_classes))
         if len(preprocessing.labels) != num_classes:
             raise ValueError(
                 f"num_classes={num_classes} but preprocessing has "
                 f"{len(preprocessing.labels)} labels"
             )
-        self.backbone = InceptionResnetV1(
-            classify=True, num_classes=num_classes, dropout_prob=dropout_prob
-        )
+        if preprocessing.size < spec.min_size:
+            raise ValueError(
+                f"size={preprocessing.size} is too small; {spec.name} needs at least "
+                f"{spec.min_size} pixels"
+            )
+        self.spec = spec
+        self.backbone = spec.build(num_classes=num_classes, dropout_prob=dropout_prob)
         self.preprocessing = preprocessing
         self.train_bn = bool(train_bn)
         self.unfreeze: int | None = None
@@ -157,49 +126,67 @@ class FerNet(torch.nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.backbone.logits.out_features
+        return getattr(self.backbone, self.spec.classifier).out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, C)`` for standardised ``(N, 3, size, size)`` input."""
+        """Logits ``(N, C)`` for standardised ``(N, channels, size, size)`` input."""
         return self.backbone(x)
 
-    def _pooled(self, x: torch.Tensor, until: str | None = None) -> torch.Tensor:
-        b = self.backbone
-        for name in _TRUNK:
-            x = getattr(b, name)(x)
-            if name == until:
-                return x.mean(dim=(2, 3))
-        return b.avgpool_1a(x).flatten(1)
+    # -- the layer sequence -----------------------------------------------------------------
+
+    def run_sequence(self, x: torch.Tensor, start: int = 0, stop: int | None = None):
+        """Run the backbone's children ``spec.layers[start:stop]`` on ``x``."""
+        return self.spec.run_sequence(self.backbone, x, start, stop)
+
+    def split_point(self) -> int:
+        """Index in ``spec.layers`` where the trainable (or stochastic) part starts.
+
+        Everything before it is frozen and deterministic, so its output can be cached.
+        """
+        return self.spec.split_point(self.frozen_children())
+
+    def embedding_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: the L2-normalised embedding and the logits computed from it.
+
+        The embedding is the input of the classifier, normalised (exactly :meth:`embed`; the
+        logits are exactly :meth:`forward` in eval mode).
+        """
+        spec = self.spec
+        z = self.run_sequence(x, 0, spec.layers.index(spec.classifier))
+        logits = getattr(self.backbone, spec.classifier)(z)
+        return F.normalize(z, p=2.0, dim=1), logits
 
     def features(self, x: torch.Tensor, layer: str = "embedding") -> torch.Tensor:
-        """Features ``(N, D)`` of one layer (names and widths: :data:`FEATURE_LAYERS`).
+        """Features ``(N, D)`` of one layer (names and widths: ``spec.feature_layers``).
 
         ``embedding`` is L2-normalised (the FaceNet embedding); ``pool`` is the 1792-d average
         pool before the bottleneck; the other names are globally average-pooled activations.
         """
-        if layer not in FEATURE_LAYERS:
-            raise ValueError(
-                f"unknown layer {layer!r}; expected one of {', '.join(FEATURE_LAYERS)}"
-            )
-        if layer != "embedding":
-            return self._pooled(x, None if layer == "pool" else layer)
-        b = self.backbone
-        z = b.last_bn(b.last_linear(b.dropout(self._pooled(x))))
-        return F.normalize(z, p=2, dim=1)
+        taps = self.spec.feature_taps
+        if layer not in taps:
+            raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(taps)}")
+        tap = taps[layer]
+        f = self.run_sequence(x, 0, self.spec.layers.index(tap.after) + 1)
+        if f.dim() > 2:
+            f = f.mean(dim=tuple(range(2, f.dim())))
+        return F.normalize(f, p=2, dim=1) if tap.normalize else f
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised 512-d FaceNet embedding ``(N, 512)``."""
         return self.features(x, "embedding")
 
+    # -- freezing ---------------------------------------------------------------------------
+
     def set_unfreeze(self, n: int | None) -> None:
-        """Train only the last ``n`` top-level children (:data:`UNFREEZE_ORDER`); ``None``: all.
+        """Train only the last ``n`` top-level children (``spec.unfreeze_order``); None: all.
 
         Parameters of the other children get ``requires_grad=False`` (so no gradients) and their
         batch norms stay in eval mode under :meth:`train`.
         """
-        if n is not None and not 0 <= n <= len(UNFREEZE_ORDER):
-            raise ValueError(f"unfreeze={n}; expected 0..{len(UNFREEZE_ORDER)} or None (all)")
-        trainable = set(UNFREEZE_ORDER if n is None else UNFREEZE_ORDER[:n])
+        order = self.spec.unfreeze_order
+        if n is not None and not 0 <= n <= len(order):
+            raise ValueError(f"unfreeze={n}; expected 0..{len(order)} or None (all)")
+        trainable = set(order if n is None else order[:n])
         for name, child in self.backbone.named_children():
             for p in child.parameters():
                 p.requires_grad_(name in trainable)
@@ -208,7 +195,7 @@ class FerNet(torch.nn.Module):
 
     def frozen_children(self) -> list[str]:
         """Names of the frozen top-level children of the backbone."""
-        return [] if self.unfreeze is None else list(UNFREEZE_ORDER[self.unfreeze :])
+        return [] if self.unfreeze is None else list(self.spec.unfreeze_order[self.unfreeze :])
 
     def train(self, mode: bool = True) -> FerNet:
         """Set training mode, keeping the batch norms of frozen layers (by default all) in eval."""
@@ -239,6 +226,7 @@ def create_model(
     train_bn: bool = False,
     dropout_prob: float = 0.6,
     download: bool | None = None,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
 ) -> tuple[FerNet, WeightsInfo | None]:
     """Build a :class:`FerNet`, load pretrained weights, set the trainable layers.
 
@@ -254,13 +242,16 @@ def create_model(
     unfreeze : int or None
         Train the last ``unfreeze`` top-level children only; ``None`` trains all.
     preprocessing : Preprocessing, optional
-        Default: 160 px, (x - 127.5) / 128, RGB, labels from :func:`default_labels`.
+        Default: the backbone's (InceptionResnetV1: 160 px, (x - 127.5) / 128, RGB), labels
+        from :func:`default_labels`.
     device : str or torch.device, optional
     train_bn : bool
         See :class:`FerNet`.
     dropout_prob : float
     download : bool, optional
         Passed to :func:`fertool.models.weights.resolve_weights`.
+    backbone : str or Backbone
+        Registry name or spec (:mod:`fertool.models.registry`).
 
     Returns
     -------
@@ -274,22 +265,20 @@ def create_model(
     WeightsUnavailableError, WeightsFormatError
         From :mod:`fertool.models.weights`.
     """
-    from fertool.models.weights import (
-        WeightsInfo,
-        load_backbone_weights,
-        load_state_dict,
-        resolve_weights,
-    )
+    from fertool.models.weights import WeightsInfo, load_state_dict, resolve_weights
 
-    if preprocessing is None:
-        preprocessing = Preprocessing(labels=default_labels(num_classes))
+    spec = get_backbone(backbone)
     if isinstance(weights, WeightsInfo):
         info = weights
     else:
         info = resolve_weights(weights, download=download)
-    model = FerNet(num_classes, preprocessing, dropout_prob=dropout_prob, train_bn=train_bn)
+    model = FerNet(
+        num_classes, preprocessing, dropout_prob=dropout_prob, train_bn=train_bn, backbone=spec
+    )
     if info is not None:
-        load_backbone_weights(model.backbone, load_state_dict(info.path), origin=info.path)
+        if spec.load_weights is None:
+            raise ValueError(f"backbone {spec.name!r} declares no way to load weights")
+        spec.load_weights(model.backbone, load_state_dict(info.path), origin=info.path)
     model.weights_info = info
     model.set_unfreeze(unfreeze)
     model.eval()
@@ -303,22 +292,33 @@ def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def unfreeze_table(num_classes: int = 7) -> list[tuple[int, int]]:
-    """``(N, trainable parameters)`` for N in 1, 2, 4, 6, 9, then ``(18, total)`` (all children)."""
-    model = FerNet(num_classes)
+def unfreeze_table(
+    num_classes: int = 7, backbone: str | Backbone = DEFAULT_BACKBONE
+) -> list[tuple[int, int]]:
+    """``(N, trainable parameters)`` for the spec's table depths, then ``(all children, total)``.
+
+    InceptionResnetV1: N in 1, 2, 4, 6, 9, then ``(18, total)``. The model is built on the meta
+    device (structure only, no weights allocated).
+    """
+    spec = get_backbone(backbone)
+    with torch.device("meta"):
+        model = FerNet(num_classes, backbone=spec)
     rows = []
-    for n in (*TABLE_DEPTHS, len(UNFREEZE_ORDER)):
+    for n in (*spec.table_depths, len(spec.unfreeze_order)):
         model.set_unfreeze(n)
         rows.append((n, trainable_parameters(model)))
     return rows
 
 
-def format_unfreeze_table(rows: list[tuple[int, int]]) -> str:
+def format_unfreeze_table(
+    rows: list[tuple[int, int]], backbone: str | Backbone = DEFAULT_BACKBONE
+) -> str:
     """Plain-text table of :func:`unfreeze_table` rows."""
+    order = get_backbone(backbone).unfreeze_order
     lines = ["unfrozen  deepest trainable   trainable parameters"]
     for n, count in rows:
-        label = "all" if n == len(UNFREEZE_ORDER) else str(n)
-        lines.append(f"{label:>8}  {UNFREEZE_ORDER[n - 1]:<17}   {count:>20,}")
+        label = "all" if n == len(order) else str(n)
+        lines.append(f"{label:>8}  {order[n - 1]:<17}   {count:>20,}")
     return "\n".join(lines)
 
 

