@@ -237,8 +237,9 @@ def check_protocol(manifest: Manifest, protocol: str, n_folds: int | None = None
     n_groups = len(set(manifest.groups.tolist()))
     is_grouped = protocol != "kfold" or (grouped and n_groups < n)
     if is_grouped and n_groups < k:
-        other = (" or --protocol paper (no grouping; images of one group then sit on both sides)"
-                 if protocol != "paper" else "")
+        other = (" or --group-regex none (ungrouped; images of one group then sit on both sides)"
+                 if protocol == "kfold" else
+                 " or --protocol paper (no grouping; images of one group then sit on both sides)")
         raise DataTooSmallError(
             f"the {protocol} protocol with {k} folds needs at least {k} groups (no group on both "
             f"sides); this dataset has {n_groups} ({', '.join(sorted(set(manifest.groups))[:5])}"
