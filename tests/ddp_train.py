@@ -3,7 +3,7 @@
     python tests/ddp_train.py OUT [--epochs 3] [--stop-after E] [--resume] [--no-dropout]
     torchrun --nproc_per_node 2 tests/ddp_train.py OUT ...
 
-Generated data (seeded noise crops, 96x96, 7 classes), random weights (``--weights none``), the
+Generated data (seeded noise crops, 80x80, 7 classes), random weights (``--weights none``), the
 last two layers trainable, no augmentation (the frozen trunk is cached), global batch 8, on the
 CPU. ``--no-dropout`` turns dropout off (the one per-process random draw left) so that the
 weights of one and of two processes can be compared closely.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 
-def data(n_fit: int = 48, n_val: int = 16, n_test: int = 16, size: int = 96):
+def data(n_fit: int = 32, n_val: int = 8, n_test: int = 8, size: int = 80):
     from fertool.train.loop import Prepared
 
     n = n_fit + n_val + n_test
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     cfg = TrainConfig(data="generated", out=a.out, weights=None, unfreeze=2, epochs=a.epochs,
                       batch_size=8, augment=None, tta_flip=False, device="cpu", amp=False,
-                      face=FaceConfig(size=96), warmup_epochs=0.5, lr=1e-2, backbone_lr=1e-2)
+                      face=FaceConfig(size=80), warmup_epochs=0.5, lr=1e-2, backbone_lr=1e-2)
 
     def stop(epoch, row):
         if epoch == a.stop_after:
