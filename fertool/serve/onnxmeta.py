@@ -87,11 +87,15 @@ def build_metadata(
         "preprocessing": pre,
         "input": {
             "name": INPUT_NAME,
-            "shape": ["batch", 3, size, size],
+            "shape": ["batch", preprocessing.channels, size, size],
             "dtype": "float32",
             "layout": "NCHW",
             "formula": f"(pixel - {pre['mean']}) / {pre['std']} on {pre['channel_order']} 0..255 "
-            f"values of an aligned {size}x{size} face crop",
+            f"values of an aligned {size}x{size} face crop"
+            if preprocessing.channels == 3
+            else f"(grey - {pre['mean']}) / {pre['std']}, grey = 0.299 R + 0.587 G + 0.114 B "
+            f"(uint8) of the aligned face crop, resized to {size}x{size} "
+            f"({preprocessing.resize or 'no'} resampling)",
         },
         "outputs": list(outputs),
         "source": source,
