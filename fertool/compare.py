@@ -44,7 +44,6 @@ Method names
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -360,11 +359,9 @@ def facenet_features(
     from fertool.models.fernet import create_model
 
     t0 = time.perf_counter()
-    if device is None:
-        import torch
+    from fertool.core.env import default_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, info = create_model(weights, device=device)
+    model, info = create_model(weights, device=default_device(device))
     out = {
         layer: embed_crops(model, crops, layer=layer, batch_size=batch_size, progress=progress)
         for layer in layers
@@ -515,46 +512,35 @@ class _RunInfo:
 
 
 def _read_run(run_dir: Path) -> _RunInfo:
-    report_path = run_dir / "report.json"
-    if not report_path.is_file():
-        raise FertoolError(f"{run_dir} has no report.json (not a finished `fertool finetune` run)")
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        method = report["results"][0]["method"]
-        split_hash = report["split_hash"]
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise FertoolError(f"{report_path} is not a fertool report ({exc})") from None
-    return _RunInfo(run_dir, str(method), str(split_hash), str(report.get("protocol", "?")), report)
+    from fertool.train.rundir import RunDir
+
+    report = RunDir(run_dir).read_report()
+    return _RunInfo(run_dir, str(report["results"][0]["method"]), str(report["split_hash"]),
+                    str(report.get("protocol", "?")), report)
 
 
 def _finetuned_predictions(
     run_dir: Path, crops: np.ndarray, device: str | None
 ) -> tuple[np.ndarray, dict]:
     """Predicted label ids of ``crops`` by the run's ``best.pt``, and what was loaded."""
-    import torch
+    from fertool.core.env import default_device
+    from fertool.models.inference import predict_proba
+    from fertool.train.rundir import RunDir
 
-    from fertool.models.fernet import FerNet
-    from fertool.models.preprocessing import Preprocessing
-    from fertool.train.checkpoint import from_json, load_checkpoint
-    from fertool.train.loop import predict_proba
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ckpt = load_checkpoint(run_dir / "best.pt")
-    pre = Preprocessing.from_json(ckpt["preprocessing"])
-    if tuple(pre.labels) != tuple(LABELS):
-        raise FertoolError(f"{run_dir}: the model's labels {list(pre.labels)} are not fertool's 7")
+    device = default_device(device)
+    rd = RunDir(run_dir)
+    run = rd.load_best(device)
+    pre = run.preprocessing
+    if tuple(run.labels) != tuple(LABELS):
+        raise FertoolError(f"{run_dir}: the model's labels {list(run.labels)} are not fertool's 7")
     if crops.shape[1] != pre.size:
         raise FertoolError(
             f"{run_dir}: the model expects {pre.size}px crops, "
             f"this comparison has {crops.shape[1]}px"
         )
-    config = from_json(ckpt["config"]) if "config" in ckpt else {}
-    model = FerNet(len(pre.labels), pre)
-    model.load_state_dict(ckpt["model"])
-    model.to(device)
-    tta = bool(config.get("tta_flip", False))
-    proba = predict_proba(model, pre.to_tensor(crops), tta_flip=tta, device=device)
-    info = {"checkpoint": str(run_dir / "best.pt"), "epoch": int(ckpt.get("epoch", -1)),
+    tta = bool(run.config.get("tta_flip", False))
+    proba = predict_proba(run.model, pre.to_tensor(crops), tta_flip=tta, device=device)
+    info = {"checkpoint": str(rd.best_path), "epoch": run.epoch,
             "tta_flip": tta, "face": pre.face.to_dict() if pre.face else None}
     return proba.argmax(1), info
 
@@ -565,11 +551,12 @@ def _finetuned_fold(run: _RunInfo, split, te, y, crops, face_config, device) -> 
     Raises FertoolError when a checkpoint exists but cannot be used.
     """
     from fertool.evaluate.metrics import evaluate
+    from fertool.train.rundir import RunDir
 
     reported = run.report["results"][0]
     fold = {"split": split.name, "hash": split.hash, "run_dir": str(run.run_dir),
             "reported_accuracy": reported.get("accuracy_mean")}
-    if not (run.run_dir / "best.pt").is_file():
+    if not RunDir(run.run_dir).has_best():
         # Same split hash, so the same test images; the run scored them on its own crops.
         return {**fold, "evaluated_from": "report.json", "n_test": len(te),
                 "accuracy": reported["accuracy_mean"], "macro_f1": reported["macro_f1"],

@@ -67,12 +67,13 @@ def test_sidecar_records_hash_size_and_checks(exported):
 
 
 def test_onnx_matches_torch_at_several_batch_sizes(exported):
-    from fertool.serve.export import load_run, run_torch
-    from fertool.serve.parity import ort_session, run_onnx
+    from fertool.models.inference import run_outputs as run_torch
+    from fertool.serve.export import load_run
+    from fertool.serve.session import create_session, run_onnx
 
     model = load_run(exported["run"]).model
     x = model.preprocessing.normalize(sample_faces(5))
-    session = ort_session(exported["onnx"])
+    session = create_session(exported["onnx"], "cpu")
     # The run was evaluated with flip TTA (TrainConfig's default), so the graph has it.
     assert exported["result"].tta_flip is True
     ref = run_torch(model, x, flip=True)
@@ -89,14 +90,15 @@ def test_tta_flip_follows_the_run_and_can_be_turned_off(exported, tmp_path):
     TTA); --no-tta-flip exports the single pass, and the metadata says which."""
     import torch
 
-    from fertool.serve.export import export_run, load_run, run_torch
-    from fertool.serve.parity import ort_session, run_onnx
-    from fertool.train.loop import predict_proba
+    from fertool.models.inference import predict_proba
+    from fertool.models.inference import run_outputs as run_torch
+    from fertool.serve.export import export_run, load_run
+    from fertool.serve.session import create_session, run_onnx
 
     model = load_run(exported["run"]).model
     x = model.preprocessing.normalize(sample_faces(4))
     p_run = predict_proba(model, torch.as_tensor(x), tta_flip=True)
-    p_tta = run_onnx(ort_session(exported["onnx"]), x)["probabilities"]
+    p_tta = run_onnx(create_session(exported["onnx"], "cpu"), x)["probabilities"]
     np.testing.assert_allclose(p_tta, p_run, atol=1e-5, rtol=0)
     assert read_json(exported["onnx"].with_suffix(".json"))["metadata"]["tta_flip"] is True
 
@@ -104,12 +106,12 @@ def test_tta_flip_follows_the_run_and_can_be_turned_off(exported, tmp_path):
                         faces=exported["faces"], n_parity=8, progress=False)
     assert single.tta_flip is False
     assert read_json(tmp_path / "single.json")["metadata"]["tta_flip"] is False
-    one = run_onnx(ort_session(single.float32.path), x)
+    one = run_onnx(create_session(single.float32.path, "cpu"), x)
     ref = run_torch(model, x, flip=False)
     np.testing.assert_allclose(one["probabilities"], ref["probabilities"], atol=1e-5, rtol=0)
     # Really a different graph: random weights give near-uniform probabilities either way, but
     # the embeddings differ by more than 5x the 1e-5 agreement asserted above (1.8e-4 here).
-    tta = run_onnx(ort_session(exported["onnx"]), x)
+    tta = run_onnx(create_session(exported["onnx"], "cpu"), x)
     assert np.abs(one["embedding"] - tta["embedding"]).max() > 5e-5
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from fertool.cli import main
 from fertool.models.fernet import FerNet
-from fertool.train.loop import SEQUENCE, TrainConfig, prepare_data, run, run_sequence, split_point
+from fertool.train.loop import TrainConfig, prepare_data, run
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,12 @@ def test_split_forward_equals_full_forward(unfreeze):
     model.set_unfreeze(unfreeze)
     model.eval()
     x = torch.randn(2, 3, 160, 160)
-    k = split_point(model)
-    assert SEQUENCE[k] not in model.frozen_children() or SEQUENCE[k] == "dropout"
+    k = model.split_point()
+    layers = model.spec.layers
+    assert layers[k] not in model.frozen_children() or layers[k] == "dropout"
     with torch.no_grad():
-        mid = run_sequence(model.backbone, x, 0, k)
-        torch.testing.assert_close(run_sequence(model.backbone, mid, k, len(SEQUENCE)), model(x),
-                                   atol=1e-5, rtol=1e-5)
+        mid = model.run_sequence(x, 0, k)
+        torch.testing.assert_close(model.run_sequence(mid, k), model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_resume_after_interrupt_matches_uninterrupted(tiny_dataset, prepared, tmp_path):

@@ -87,76 +87,17 @@ def command(
       fertool export-onnx runs/movie0 --int8
       fertool export-onnx --head baselines/sfew/facenet-svm-rbf.joblib --calibration faces/
     """
-    from pathlib import Path
+    from fertool.serve.export import export_model
 
-    if head is not None:
-        from fertool.serve.onnxhead import export_head
-
-        if tta_flip is not None:
-            raise click.UsageError(
-                "--tta-flip/--no-tta-flip is for run exports; a --head export uses the flip "
-                "setting of the embeddings the head was trained on"
-            )
-
-        res = export_head(
-            head,
-            out,
-            run_dir=run_dir,
-            weights=weights,
-            calibration=calibration,
-            opset=opset,
-            exporter=exporter,
-            tolerance=tolerance,
-            force=force,
-            int8=int8,
+    if head is None and run_dir is None:
+        raise click.UsageError("give RUN_DIR (a fertool finetune run folder), or --head FILE")
+    if head is not None and tta_flip is not None:
+        raise click.UsageError(
+            "--tta-flip/--no-tta-flip is for run exports; a --head export uses the flip "
+            "setting of the embeddings the head was trained on"
         )
-    else:
-        if run_dir is None:
-            raise click.UsageError("give RUN_DIR (a fertool finetune run folder), or --head FILE")
-        from fertool.serve.export import export_run
-
-        res = export_run(
-            run_dir,
-            out,
-            int8=int8,
-            calibration=calibration,
-            opset=opset,
-            exporter=exporter,
-            tolerance=tolerance,
-            tta_flip=tta_flip,
-            force=force,
-        )
-    f = res.float32
-    p = res.parity
-    click.echo(f"wrote {f.path} ({_mib(f.bytes)}, sha256 {f.sha256[:16]}) and {f.sidecar.name}")
-    if res.tta_flip:
-        click.echo("flip TTA is in the graph (crop and mirror, probabilities averaged); "
-                   "--no-tta-flip exports the single pass")
-    click.echo(
-        f"onnx.checker passed; parity with torch over {p.n} faces ({res.faces_source}): "
-        f"max |dp| = {p.probabilities:.2e} (tolerance {p.tolerance:.0e}), "
-        f"same class {100 * p.argmax_agreement:.1f}%"
+    res = export_model(
+        run_dir, out, head=head, weights=weights, tta_flip=tta_flip, int8=int8,
+        calibration=calibration, opset=opset, exporter=exporter, tolerance=tolerance, force=force,
     )
-    if res.int8 is not None:
-        c = res.int8.checks["int8_vs_float32"]
-        click.echo(
-            f"wrote {res.int8.path} ({_mib(res.int8.bytes)}, "
-            f"{f.bytes / max(res.int8.bytes, 1):.1f}x smaller) and {res.int8.sidecar.name}"
-        )
-        line = (
-            f"int8 vs float32 on {c['n']} test faces: same class {100 * c['agreement']:.1f}%, "
-            f"max |dp| = {c['max_abs_diff']:.3f}"
-        )
-        if c.get("float32_accuracy") is not None:
-            line += (
-                f"; accuracy float32 {100 * c['float32_accuracy']:.1f}% -> int8 "
-                f"{100 * c['int8_accuracy']:.1f}% ({100 * c['accuracy_delta']:+.1f} points)"
-            )
-        click.echo(line)
-    click.echo(
-        f"done in {res.seconds:.0f} s; serve it with: fertool predict FOLDER --model {Path(f.path)}"
-    )
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
+    click.echo(res.summary())

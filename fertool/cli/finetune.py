@@ -94,7 +94,7 @@ def command(data, out, dry_run, resume, force, augment, face, per_class, ddp, **
     checkpoints (last.pt every epoch, best.pt).
     """
     from fertool.train.augment import AugmentConfig
-    from fertool.train.loop import TrainConfig
+    from fertool.train.config import TrainConfig
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(
@@ -102,10 +102,10 @@ def command(data, out, dry_run, resume, force, augment, face, per_class, ddp, **
         augment=AugmentConfig().to_dict() if augment else None,
         **{k: v for k, v in kw.items() if k in fields},
     )
-    if cfg.weights in ("none", "None", ""):
-        cfg.weights = None
     if dry_run:
-        _plan(cfg)
+        from fertool.train.plan import plan
+
+        click.echo(plan(cfg).describe())
         return
     from fertool.train import ddp as dist
     from fertool.train.loop import run
@@ -123,46 +123,3 @@ def command(data, out, dry_run, resume, force, augment, face, per_class, ddp, **
         f"(best epoch {r['details']['best_epoch']} of {r['details']['epochs_run']}); "
         f"report: {out}/report.md"
     )
-
-
-def _plan(cfg) -> None:
-    import torch
-
-    from fertool.data.dataset import discover, make_splits, plan_validation
-    from fertool.models.fernet import (
-        FerNet,
-        format_unfreeze_table,
-        trainable_parameters,
-        unfreeze_table,
-    )
-
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    m = discover(cfg.data, group=cfg.group)
-    splits = make_splits(m, cfg.protocol, seeds=[cfg.split_seed], n_folds=cfg.n_folds)
-    if not 0 <= cfg.fold < len(splits):
-        raise click.BadParameter(
-            f"{cfg.fold} out of range ({len(splits)} folds)", param_hint="--fold"
-        )
-    s = splits[cfg.fold]
-    plan = plan_validation(m, s.train, cfg.val_fraction, seed=cfg.seed,
-                           grouped=cfg.protocol != "paper")
-    fit, val = plan.fit, plan.val
-    model = FerNet()
-    model.set_unfreeze(cfg.unfreeze)
-    click.echo(
-        f"device: {device}"
-        + (" (mixed precision)" if device.startswith("cuda") and cfg.amp else "")
-    )
-    click.echo(f"weights: {cfg.weights or 'none (random initialisation)'}")
-    click.echo(f"unfreeze: {cfg.unfreeze} -> trainable parameters {trainable_parameters(model):,} "
-               f"of {sum(p.numel() for p in model.parameters()):,}")
-    click.echo(f"dataset: {len(m)} images, {len(m.classes)} classes, {len(set(m.groups))} groups")
-    click.echo(f"split: {s.name} (hash {s.hash}): fit {len(fit)}, validation {len(val)}, "
-               f"test {len(s.test)}")
-    if plan.note:
-        click.echo(f"validation: {plan.note}")
-    click.echo(f"epochs: {cfg.epochs}, batch size {cfg.batch_size}, optimizer {cfg.optimizer}, "
-               f"lr {cfg.lr} (head) / {cfg.backbone_lr} (backbone)")
-    click.echo(f"augmentation: {'on' if cfg.augment else 'off'}"
-               + ("" if cfg.augment or not cfg.cache_frozen else " (frozen trunk cached)"))
-    click.echo("\n" + format_unfreeze_table(unfreeze_table()))

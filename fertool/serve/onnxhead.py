@@ -253,23 +253,24 @@ def export_head(
 
     Returns
     -------
-    fertool.serve.export.ExportResult
+    fertool.serve.graph.ExportResult
     """
     import onnx
 
     from fertool.core.io import check_writable
-    from fertool.serve.export import (
+    from fertool.models.inference import run_outputs
+    from fertool.serve.graph import (
         ExportResult,
         check_onnx,
         graph_opset,
         publish,
-        run_torch,
         sidecar_path,
         staging_dir,
         torch_to_onnx,
     )
     from fertool.serve.onnxmeta import build_metadata, decode_metadata, set_metadata
-    from fertool.serve.parity import Parity, ParityError, ort_session, run_onnx
+    from fertool.serve.parity import Parity, ParityError
+    from fertool.serve.session import create_session, run_onnx
 
     if int8:
         raise FertoolError(
@@ -309,8 +310,8 @@ def export_head(
         )
         set_metadata(staged, props, doc=f"fertool FaceNet + sklearn head {info.name}")
         check_onnx(staged)
-        got = run_onnx(ort_session(staged), x, batch_size=16)
-        emb = run_torch(model, x, 16, outputs=("embedding",), flip=info.flip)["embedding"]
+        got = run_onnx(create_session(staged, "cpu"), x, batch_size=16)
+        emb = run_outputs(model, x, 16, outputs=("embedding",), flip=info.flip)["embedding"]
         ref = reference_probabilities(estimator, emb, info.calibrated)
         diff = float(np.max(np.abs(got["probabilities"] - ref)))
         agree = float(np.mean(got["probabilities"].argmax(1) == ref.argmax(1)))
@@ -341,9 +342,9 @@ def _backbone(info: HeadInfo, run_dir, weights):
 
     feats = info.features
     if run_dir is not None:
-        from fertool.serve.export import load_run
+        from fertool.train.rundir import RunDir
 
-        run = load_run(run_dir)
+        run = RunDir(run_dir).load_best()
         pre = Preprocessing.from_dict({**run.preprocessing.to_dict(), "labels": list(info.labels)})
         return run.model, pre, run.source(), run.weights
     from fertool.models.fernet import create_model
@@ -377,10 +378,10 @@ def _parity_faces(info: HeadInfo, pre, run_dir, calibration, n: int, progress: b
     from fertool.serve.parity import folder_crops
 
     if calibration is None and run_dir is not None:
-        from fertool.serve.export import load_run
         from fertool.serve.parity import run_faces
+        from fertool.train.rundir import RunDir
 
-        faces = run_faces(load_run(run_dir), None, limit=n, progress=progress)
+        faces = run_faces(RunDir(run_dir).load_best(), None, limit=n, progress=progress)
         return faces.test[:n] if len(faces.test) else faces.train[:n]
     folder = calibration or info.features.get("root")
     if not folder or not Path(folder).is_dir():

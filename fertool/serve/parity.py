@@ -1,7 +1,8 @@
 """Checks of an exported model: parity with torch, and the real faces they run on.
 
-:func:`check_parity` runs the ONNX graph (onnxruntime, CPU) and the torch model on the same
-standardised faces and refuses a graph whose probabilities differ by more than the tolerance.
+:func:`check_parity` runs the ONNX graph (onnxruntime, CPU) and the torch model
+(:func:`fertool.models.inference.run_outputs`) on the same standardised faces and refuses a graph
+whose probabilities differ by more than the tolerance.
 :func:`run_faces` gets those faces: aligned crops of a run's own dataset and split (through the
 face cache), or of a folder of images.
 """
@@ -17,10 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fertool.core.errors import FertoolError
+from fertool.serve.session import create_session, run_onnx
 
 if TYPE_CHECKING:  # pragma: no cover
     from fertool.models.fernet import FerNet
-    from fertool.serve.export import RunModel
+    from fertool.train.rundir import RunModel
+
+__all__ = [
+    "PARITY_TOLERANCE", "Parity", "ParityError", "RunFaces", "check_parity", "compare_outputs",
+    "folder_crops", "run_faces", "run_onnx",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +56,6 @@ class Parity:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
-
-
-def ort_session(path: str | os.PathLike, threads: int | None = None):
-    """A CPU onnxruntime session (no GPU provider, so no provider warnings)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(session, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
-    """All outputs of ``session`` on standardised input ``x``, in batches, concatenated."""
-    names = [o.name for o in session.get_outputs()]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    in_name = session.get_inputs()[0].name
-    for i in range(0, len(x), batch_size):
-        outs = session.run(
-            names, {in_name: np.ascontiguousarray(x[i : i + batch_size], np.float32)}
-        )
-        for n, o in zip(names, outs):
-            parts[n].append(np.asarray(o))
-    return {n: np.concatenate(v) for n, v in parts.items() if v}
 
 
 def compare_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tolerance: float) -> Parity:
@@ -110,10 +92,10 @@ def check_parity(
     """
     if len(x) == 0:
         raise FertoolError("no faces to check parity on")
-    from fertool.serve.export import run_torch
+    from fertool.models.inference import run_outputs
 
-    got = run_onnx(ort_session(path), x, batch_size)
-    ref = run_torch(model, x, batch_size, flip=flip)
+    got = run_onnx(create_session(path, providers="cpu"), x, batch_size)
+    ref = run_outputs(model, x, batch_size, flip=flip)
     parity = compare_outputs(got, ref, tolerance)
     if not parity.ok:
         raise ParityError(
@@ -165,7 +147,8 @@ def run_faces(
         x = run.preprocessing.normalize(crops)
         return RunFaces(x, x[: min(len(x), 64)], None, f"folder {calibration}")
 
-    from fertool.train.loop import TrainConfig, prepare_data
+    from fertool.train.config import TrainConfig
+    from fertool.train.plan import prepare_data
 
     cfg = TrainConfig.from_dict(run.config)
     if not cfg.data or not Path(cfg.data).is_dir():

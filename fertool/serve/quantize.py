@@ -232,12 +232,12 @@ def compare_int8(
     batch_size: int = 32,
 ) -> Int8Check:
     """Run both models on standardised faces ``x`` and compare them (and with labels ``y``)."""
-    from fertool.serve.parity import ort_session, run_onnx
+    from fertool.serve.session import create_session, run_onnx
 
     if len(x) == 0:
         raise FertoolError("no faces to compare the int8 model with the float32 one")
-    p32 = run_onnx(ort_session(float_path), x, batch_size)["probabilities"]
-    p8 = run_onnx(ort_session(int8_path), x, batch_size)["probabilities"]
+    p32 = run_onnx(create_session(float_path, "cpu"), x, batch_size)["probabilities"]
+    p8 = run_onnx(create_session(int8_path, "cpu"), x, batch_size)["probabilities"]
     a32, a8 = p32.argmax(1), p8.argmax(1)
     acc32 = acc8 = None
     if y is not None:

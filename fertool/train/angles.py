@@ -64,13 +64,6 @@ ANGLE_BINS = np.linspace(0.0, 180.0, 37)
 #: Number of quantiles kept per epoch to compute the shift between epochs (midpoint rule).
 N_QUANTILES = 200
 
-#: Top-level children of facenet_pytorch's InceptionResnetV1 that make up its convolutional
-#: trunk, from input to output (the head is avgpool_1a, dropout, last_linear, last_bn, logits).
-INCEPTION_TRUNK = (
-    "conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
-    "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8",
-)  # fmt: skip
-
 _CENTERS = ("mean", "half", "none")
 _STATE_VERSION = 1
 
@@ -370,14 +363,17 @@ def default_layer(model: torch.nn.Module) -> str:
     ValueError
         If the model contains no InceptionResnetV1.
     """
+    from fertool.models.registry import backbone_of_module
+
     for prefix, module in model.named_modules():
-        if type(module).__name__ == "InceptionResnetV1" and hasattr(module, "block8"):
+        spec = backbone_of_module(module)  # the trunk is the one its backbone spec declares
+        if spec is not None and hasattr(module, spec.trunk_end):
             dot = f"{prefix}." if prefix else ""
-            for name in reversed(INCEPTION_TRUNK):
+            for name in reversed(spec.trunk):
                 block = getattr(module, name, None)
                 if block is not None and any(p.requires_grad for p in block.parameters()):
                     return dot + name
-            return dot + "block8"
+            return dot + spec.trunk_end
     raise ValueError(
         "the model contains no facenet_pytorch InceptionResnetV1; pass the layer to monitor "
         "explicitly as a dotted module name (see model.named_modules())"
