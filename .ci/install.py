@@ -68,6 +68,25 @@ def declared_missing() -> list[str]:
     return [n for n in names if installed(n) is None]
 
 
+def install_chromium() -> None:
+    """Debian's chromium, for the tests that open the HTML reports in a headless browser (they
+    skip without it). Only as root with apt-get; a failure is reported, not fatal."""
+    import os
+    import shutil
+
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        print("chromium not installed (needs apt-get as root); the browser tests will skip")
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        print("+", " ".join(cmd), flush=True)
+        if subprocess.call(cmd, env=env) != 0:
+            print("chromium could not be installed; the browser tests will skip", flush=True)
+            return
+
+
 def main() -> int:
     missing = [f"{n}=={v}" for n, v in PINNED if (installed(n) or "").split("+")[0] != v]
     if missing:
@@ -79,6 +98,7 @@ def main() -> int:
             pip("--no-deps", f"{name}=={version}")
     if not fertool_is_this_checkout() or declared_missing():
         pip("-e", f"{ROOT}[{','.join(EXTRAS)}]")
+    install_chromium()
     print("fertool environment ready", flush=True)
     return 0
 

@@ -542,4 +542,7 @@ def write_bench(res: BenchResult, out: str | os.PathLike, force: bool = False) -
     check_writable(js, force)
     write_json(js, res.to_dict())
     write_text(md, to_markdown(res))
+    from fertool.evaluate.html import write_html
+
+    write_html(md)  # bench.html, self-contained
     return md, js

@@ -145,6 +145,9 @@ def run_demo(
     with _step("report", say, steps):
         report = _write_report(out, faces, cmp, ft, exp, pred, steps)
         write_text(out / "report.md", report)
+        from fertool.evaluate.html import write_html
+
+        write_html(out / "report.md")  # report.html, figures inlined
     seconds = time.perf_counter() - t0
     return DemoResult(out, out / "report.md", seconds, steps)
 

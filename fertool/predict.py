@@ -300,6 +300,8 @@ class PredictSummary:
     frames: int = 0
     videos: list = field(default_factory=list)
     videos_file: Path | None = None
+    #: OUT-stem.report.html (and .md): the run's report (fertool.predict_report).
+    report: Path | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -481,6 +483,9 @@ def predict_paths(
 
         summary.videos = write_video_outputs(out, fmt, labels)
         summary.videos_file = videos_csv_path(out)
+    from fertool.predict_report import write_predict_report
+
+    summary.report = write_predict_report(summary, labels, str(model.path))
     return summary
 
 

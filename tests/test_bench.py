@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from onnx_models import exported_fernet
@@ -48,6 +49,8 @@ def test_bench_smoke_run_writes_markdown_and_json(tmp_path_factory, tmp_path):
     assert data["ratios"]["int8_over_torch_eager_batch1"] is None
     text = md.read_text()
     assert "| backbone | onnxruntime float32 | 2 |" in text and "Ceiling:" in text
+    html = md.with_suffix(".html").read_text()  # the same report, self-contained
+    assert re.search(r"<td[^>]*>onnxruntime float32</td><td[^>]*>2</td>", html)
     # The session's model was exported from a run evaluated with flip TTA: the report says so.
     assert data["config"]["model_tta_flip"] is True and "flip TTA in the graph" in text
     from fertool.core.errors import FertoolError

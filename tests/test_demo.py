@@ -63,6 +63,31 @@ def test_markdown_links_resolve(demo):
         assert (res.out / link).exists(), link
 
 
+def test_html_reports_render_in_chromium(demo, tmp_path):
+    """demo, compare-baselines, finetune and predict reports: self-contained HTML, every image
+    loaded in headless Chromium."""
+    from browser import check_page, chromium, self_contained
+
+    res, _ = demo
+    pages = {
+        "demo": res.out / "report.html",
+        "compare": res.out / "compare" / "report.html",
+        "finetune": res.out / "run" / "report.html",
+        "predict": res.out / "predictions.report.html",
+    }
+    for name, page in pages.items():
+        assert page.is_file() and self_contained(page), name
+    if chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    for name, page in pages.items():
+        got = check_page(page, tmp_path / f"{name}.png")
+        md = page.with_suffix(".md")  # predictions.report.html -> predictions.report.md
+        assert got["images"] == len(re.findall(r"!\[", md.read_text())), name
+        assert got["broken"] == [] and got["std"] > 10, name
+        if name == "demo":
+            assert got["images"] >= 5  # contact sheet, curves, confusion, angle plots
+
+
 def test_predictions_cover_every_new_image_and_the_bad_ones(demo):
     res, _ = demo
     images = sorted([*(res.out / "new-images").rglob("*.png"),

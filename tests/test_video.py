@@ -271,3 +271,18 @@ def test_resume_in_the_middle_of_a_video_gives_the_same_rows(run, files, model, 
     )
     assert out.read_text() == text
     assert s.frames == N_FRAMES // 4 - 9  # the 10th frame is redone, in case it was cut
+
+
+def test_predict_report_renders_in_chromium(run, files, tmp_path):
+    from browser import check_page, chromium, self_contained
+
+    out, summary = run
+    assert summary.report == out.with_name("preds.report.html") and summary.report.is_file()
+    md = out.with_name("preds.report.md").read_text()
+    assert "## Videos" in md and "| 0 | 16 | 0.0-3.8 |" in md
+    assert self_contained(summary.report)
+    if chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    res = check_page(summary.report, tmp_path / "predict.png")
+    assert res["images"] == 1 and res["broken"] == [] and res["widths"][0] > 500
+    assert res["tables"] == 2 and res["std"] > 10

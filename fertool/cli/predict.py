@@ -190,6 +190,8 @@ def command(
     )
     if s.resumed:
         click.echo(f"resumed: {s.resumed} images were already done")
+    if getattr(s, "report", None):
+        click.echo(f"report: {s.report}")
     if s.videos:
         click.echo(
             f"{len(s.videos)} videos, {s.frames} frames predicted in this run; per track: "

@@ -273,4 +273,7 @@ def write_report(
         md += ["", "## Figures", ""]
         md += [f"**{caption}**\n\n![{caption}]({name})\n" for caption, name in images.items()]
     md_path = write_text(out / "report.md", "\n".join(md) + "\n")
+    from fertool.evaluate.html import write_html
+
+    write_html(md_path)  # report.html: the same, self-contained (figures inlined)
     return md_path, json_path
