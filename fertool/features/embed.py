@@ -375,7 +375,9 @@ def embed_folder(
     if detect:
         from fertool.faces.stage import FaceConfig
 
-        face_config = replace(face_config or FaceConfig(), size=size)
+        face_config = face_config or FaceConfig()
+        if preprocessing.resize is None:  # else the preprocessing resizes the face stage's crops
+            face_config = replace(face_config, size=size)
         preprocessing = replace(preprocessing, face=face_config)
         stream = _detected_crops(items, face_config, cache_dir, progress)
     else:

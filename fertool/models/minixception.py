@@ -233,6 +233,11 @@ class ConvPoolHead(nn.Module):
         super().__init__()
         self.conv = Conv2dSame(cin, num_classes, 3, bias=True)
 
+    @property
+    def out_features(self) -> int:
+        """Number of classes (as ``nn.Linear`` names it)."""
+        return self.conv.out_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x).mean(dim=(2, 3))
 

@@ -240,7 +240,7 @@ class Backbone:
 _REGISTRY: dict[str, Backbone] = {}
 _ALIASES: dict[str, str] = {}
 #: Modules that register the built-in backbones when imported.
-_BUILTIN = ("fertool.models.inception_resnet",)
+_BUILTIN = ("fertool.models.inception_resnet", "fertool.models.minixception_backbone")
 
 
 def register_backbone(spec: Backbone) -> Backbone:

