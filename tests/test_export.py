@@ -33,8 +33,8 @@ def test_graph_has_dynamic_batch_three_outputs_and_metadata(exported):
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 160, 160]
     assert [o.name for o in model.graph.output] == ["probabilities", "logits", "embedding"]
     props = {p.key: p.value for p in model.metadata_props}
-    assert json.loads(props["fertool.core.labels"]) == list(LABELS)
-    pre = json.loads(props["fertool.models.preprocessing"])
+    assert json.loads(props["fertool.labels"]) == list(LABELS)
+    pre = json.loads(props["fertool.preprocessing"])
     assert (pre["size"], pre["mean"], pre["std"], pre["channel_order"]) == (
         160,
         127.5,
@@ -46,7 +46,7 @@ def test_graph_has_dynamic_batch_three_outputs_and_metadata(exported):
     assert src["run"] == "run-tiny" and len(src["checkpoint_sha256"]) == 64
     assert json.loads(props["fertool.opset"]) == 17
     assert json.loads(props["fertool.precision"]) == "float32"
-    assert "fertool.version" in props and "fertool.models.weights" in props
+    assert "fertool.version" in props and "fertool.weights" in props
 
 
 def test_sidecar_records_hash_size_and_checks(exported):

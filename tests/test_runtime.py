@@ -27,7 +27,7 @@ def tiny(tmp_path_factory):
 def _reference(path, crops):
     """The model's probabilities computed by hand: plain session, standardisation from metadata."""
     s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    pre = json.loads(s.get_modelmeta().custom_metadata_map["fertool.models.preprocessing"])
+    pre = json.loads(s.get_modelmeta().custom_metadata_map["fertool.preprocessing"])
     x = ((crops.astype(np.float32) - pre["mean"]) / pre["std"]).transpose(0, 3, 1, 2)
     return s.run(["probabilities"], {"input": np.ascontiguousarray(x)})[0]
 

@@ -15,7 +15,7 @@ Every model carries ``metadata_props`` (``fertool.*`` keys, JSON values; see
 metadata plus the model's sha256 and the results of the checks. A plain onnxruntime client needs
 nothing else::
 
-    meta = json.loads(session.get_modelmeta().custom_metadata_map["fertool.models.preprocessing"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["fertool.preprocessing"])
 
 :func:`export_run` is the whole ``fertool export-onnx`` step: float32 export, ``onnx.checker``,
 parity against torch on real aligned faces of the run (refusing to finish above the tolerance),
@@ -188,102 +188,91 @@ def export_run(
     fertool.serve.parity.ParityError
         The float32 graph does not match torch; nothing is written.
     """
-    from fertool.core.io import check_writable
-
     t0 = time.perf_counter()
     run = load_run(run_dir)
     final = Path(out) if out is not None else default_output(run_dir)
-    if final.suffix.lower() != ".onnx":
-        raise FertoolError(f"--out {final}: the model file name must end in .onnx")
-    targets = [final, sidecar_path(final)]
-    if int8:
-        targets += [int8_path(final), sidecar_path(int8_path(final))]
-    for t in targets:  # fail before the slow part
-        check_writable(t, force)
-
+    _check_targets(final, int8, force)  # fail before the slow part
     if faces is None:
         faces = run_faces(run, calibration, limit=max(n_calibration, n_parity), progress=progress)
     parity_x = faces.test[:n_parity] if len(faces.test) else faces.train[:n_parity]
 
     tta_flip = bool(run.config.get("tta_flip", False) if tta_flip is None else tta_flip)
     tta = {"tta_flip": tta_flip}
-    source = run.source()
-    base_sidecar = {"command": _command(), "source": source, "weights": run.weights}
+    base_sidecar = {"command": _command(), "source": run.source(), "weights": run.weights}
     with staging_dir(final) as tmp:
         staged = tmp / "float32.onnx"
-        log.info("exporting %s to ONNX (opset %d%s)", run.run_dir, opset,
-                 ", flip TTA in the graph" if tta_flip else "")
-        torch_to_onnx(run.model, staged, opset=opset, exporter=exporter, flip=tta_flip)
-        opset = graph_opset(staged)
-        props = build_metadata(run.preprocessing, source=source, weights=run.weights, opset=opset,
-                               extra=tta)
-        set_metadata(staged, props, doc=f"fertool expression model from run {run.run_dir.name}")
-        check_onnx(staged)
+        props = _stage_float32(run, staged, opset, exporter, tta)
         parity = check_parity(staged, run.model, parity_x, tolerance, flip=tta_flip)
         log.info(
             "parity: max |p_onnx - p_torch| = %.2e over %d faces", parity.probabilities, parity.n
         )
-
-        int8_file = None
-        staged8 = None
-        checks8: dict[str, Any] = {}
+        int8_file = staged8 = None
         if int8:
-            from fertool.serve.quantize import compare_int8, quantize_int8
-
             staged8 = tmp / "int8.onnx"
-            calib = faces.train[:n_calibration]
-            quantize_int8(staged, staged8, calib, work_dir=tmp, progress=progress)
-            calib_info = {
-                "faces": len(calib),
-                "source": faces.source,
-                "method": "minmax",
-                "format": "QDQ",
-                "per_channel": True,
-                "reduce_range": True,
-            }
-            props8 = build_metadata(
-                run.preprocessing,
-                source=source,
-                weights=run.weights,
-                opset=opset,
-                precision="int8",
-                extra={"calibration": calib_info, **tta},
-            )
-            set_metadata(
-                staged8, props8, doc=f"fertool expression model from run {run.run_dir.name} (int8)"
-            )
-            check_onnx(staged8)
-            checks8 = compare_int8(staged, staged8, faces.test, faces.test_labels).to_dict()
-            checks8["calibration_faces"] = len(calib)
-            checks8["float32_bytes"] = staged.stat().st_size
-            checks8["int8_bytes"] = staged8.stat().st_size
-        meta = decode_metadata(props)
+            props8, checks8 = _stage_int8(run, staged, staged8, faces.train[:n_calibration],
+                                          faces, tta, progress)
         float_file = publish(
-            staged,
-            final,
-            {**base_sidecar, "metadata": meta},
-            "float32",
-            {"onnx_checker": "passed", "parity": parity.to_dict(), "faces": faces.source},
-            force,
+            staged, final, {**base_sidecar, "metadata": decode_metadata(props)}, "float32",
+            {"onnx_checker": "passed", "parity": parity.to_dict(), "faces": faces.source}, force,
         )
         if staged8 is not None:
-            meta8 = decode_metadata(props8)
-            int8_file = publish(
-                staged8,
-                int8_path(final),
-                {
-                    **base_sidecar,
-                    "metadata": meta8,
-                    "float32_model": final.name,
-                    "float32_sha256": float_file.sha256,
-                },
-                "int8",
-                {"onnx_checker": "passed", "int8_vs_float32": checks8, "faces": faces.source},
-                force,
-            )
+            sidecar8 = {**base_sidecar, "metadata": decode_metadata(props8),
+                        "float32_model": final.name, "float32_sha256": float_file.sha256}
+            checks = {"onnx_checker": "passed", "int8_vs_float32": checks8, "faces": faces.source}
+            int8_file = publish(staged8, int8_path(final), sidecar8, "int8", checks, force)
     return ExportResult(
         float_file, int8_file, parity, time.perf_counter() - t0, faces.source, tta_flip
     )
+
+
+def _check_targets(final: Path, int8: bool, force: bool) -> None:
+    """Refuse a name that is not ``.onnx``, or existing outputs without ``force``."""
+    from fertool.core.io import check_writable
+
+    if final.suffix.lower() != ".onnx":
+        raise FertoolError(f"--out {final}: the model file name must end in .onnx")
+    targets = [final, sidecar_path(final)]
+    if int8:
+        targets += [int8_path(final), sidecar_path(int8_path(final))]
+    for t in targets:
+        check_writable(t, force)
+
+
+def _stage_float32(run: RunModel, staged: Path, opset: int, exporter: str, tta: dict) -> dict:
+    """The float32 graph of ``run`` at ``staged``, with its metadata, checked; its metadata."""
+    flip = tta["tta_flip"]
+    log.info("exporting %s to ONNX (opset %d%s)", run.run_dir, opset,
+             ", flip TTA in the graph" if flip else "")
+    torch_to_onnx(run.model, staged, opset=opset, exporter=exporter, flip=flip)
+    props = build_metadata(run.preprocessing, source=run.source(), weights=run.weights,
+                           opset=graph_opset(staged), extra=tta)
+    set_metadata(staged, props, doc=f"fertool expression model from run {run.run_dir.name}")
+    check_onnx(staged)
+    return props
+
+
+def _stage_int8(
+    run: RunModel, staged: Path, staged8: Path, calib, faces: RunFaces, tta: dict, progress: bool
+) -> tuple[dict, dict[str, Any]]:
+    """The int8 copy of ``staged`` at ``staged8``, checked; its metadata and int8 checks."""
+    from fertool.serve.quantize import compare_int8, quantize_int8
+
+    quantize_int8(staged, staged8, calib, work_dir=staged.parent, progress=progress)
+    calib_info = {"faces": len(calib), "source": faces.source, "method": "minmax",
+                  "format": "QDQ", "per_channel": True, "reduce_range": True}
+    props8 = build_metadata(
+        run.preprocessing, source=run.source(), weights=run.weights, opset=graph_opset(staged),
+        precision="int8", extra={"calibration": calib_info, **tta},
+    )
+    set_metadata(
+        staged8, props8, doc=f"fertool expression model from run {run.run_dir.name} (int8)"
+    )
+    check_onnx(staged8)
+    checks8 = compare_int8(staged, staged8, faces.test, faces.test_labels).to_dict()
+    checks8["calibration_faces"] = len(calib)
+    checks8["float32_bytes"] = staged.stat().st_size
+    checks8["int8_bytes"] = staged8.stat().st_size
+    return props8, checks8
 
 
 def _command() -> str:

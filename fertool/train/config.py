@@ -62,6 +62,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.weights in ("none", "None", ""):
             self.weights = None  # random initialisation
+        if not isinstance(self.face, FaceConfig):  # a dict, as to_dict writes it (or None)
+            self.face = FaceConfig.from_dict(self.face)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
