@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from fertool.predict import PredictSummary
+#: ``summary`` below is a :class:`fertool.predict.PredictSummary` (not imported: predict calls
+#: this module).
+PredictSummary = Any
 
 #: Entries listed per list (errors, skipped files); the output and the skipped-files CSV have all.
 LISTED = 200

@@ -194,7 +194,8 @@ def command(
         click.echo(f"report: {s.report}")
     if s.videos:
         click.echo(
-            f"{len(s.videos)} videos, {s.frames} frames predicted in this run; per track: "
+            f"{len(s.videos)} videos, {s.frames} frames predicted in this run "
+            f"({s.frames / s.seconds if s.seconds > 0 else float('nan'):.2f} frames/s); per track: "
             f"{s.videos_file}, timelines in {s.videos[0].timeline.parent}"
         )
     if s.non_images:
