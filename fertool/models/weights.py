@@ -142,33 +142,19 @@ def _unavailable(spec: PretrainedSpec, ckpt: Path, reason: str) -> WeightsUnavai
 
 
 def _sha256_sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
+    from fertool.core.conversion import sha256_sidecar
+
+    return sha256_sidecar(path)
 
 
 def cached_conversion(
     path: Path, convert: Callable[[Path], object] | None, force: bool = False
 ) -> tuple[Path, str] | None:
-    """A converted weights file and its sha256: reused when it matches its ``.sha256`` sidecar,
-    else made with ``convert(path)`` (which writes ``path`` atomically) and recorded.
+    """See :func:`fertool.core.conversion.cached_conversion` (moved there so that the face stage
+    can use it too)."""
+    from fertool.core.conversion import cached_conversion as _cached
 
-    Returns None when there is no intact file and nothing to convert from (``convert=None``).
-    """
-    from fertool.core.io import sha256_file, write_text
-
-    sidecar = _sha256_sidecar(path)
-    if path.is_file() and sidecar.is_file() and not force:
-        digest = sha256_file(path)
-        recorded = sidecar.read_text(encoding="utf-8").split()[:1]
-        if recorded == [digest]:
-            return path, digest
-        log.warning("%s does not match its recorded sha256; converting it again", path)
-    if convert is None:
-        return None
-    convert(path)
-    digest = sha256_file(path)
-    write_text(sidecar, f"{digest}  {path.name}\n")
-    log.info("converted weights into %s (sha256 %s)", path, digest)
-    return path, digest
+    return _cached(path, convert, force=force)
 
 
 def _converted_casia(

