@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 #: Names of fertool.faces.detectors.available(), restated so that `fertool --help` imports
 #: nothing (a test keeps the two equal).
-DETECTORS = ("mtcnn",)
+DETECTORS = ("blazeface", "mtcnn")
 #: Face option -> FaceConfig field.
 FACE_FIELDS = {
     "detector": "detector",
