@@ -19,6 +19,7 @@ from click.core import ParameterSource
 DETECTORS = ("blazeface", "mtcnn")
 #: Face option -> FaceConfig field.
 FACE_FIELDS = {
+    "faces": "faces",
     "detector": "detector",
     "face_policy": "policy",
     "no_face": "no_face",
@@ -68,6 +69,28 @@ def protocol_options(f):
         show_default=True,
         help="paper: stratified 50/50; movie: grouped 2-fold (no movie on both sides); "
         "kfold: stratified k-fold.",
+    )(f)
+    return f
+
+
+PROTOCOLS = ("paper", "movie", "kfold", "movie-legacy", "fixed")
+
+
+def fixed_split_options(f):
+    """``--split-regex`` and ``--split-csv``: the parts of ``--protocol fixed``."""
+    f = click.option(
+        "--split-csv",
+        type=click.Path(exists=True, dir_okay=False, path_type=str),
+        default=None,
+        help="--protocol fixed: a CSV with path (relative to --data) and part (train, val, "
+        "test; or a FER2013-style usage) columns.",
+    )(f)
+    f = click.option(
+        "--split-regex",
+        default=None,
+        help="--protocol fixed: rules REGEX=PART (PART: train, val, test) searched in each "
+        "image's path, comma-separated, first match wins; or the preset fer2013 "
+        "(Training_=train,PublicTest_=val,PrivateTest_=test).",
     )(f)
     return f
 
@@ -167,6 +190,16 @@ def _face_options(command, from_model: bool):
         default=value,
         show_default=not from_model,
         help="Face detector (five landmarks per face)" + note + ".",
+    )(f)
+    value, note = default("detect")
+    f = click.option(
+        "--faces",
+        type=click.Choice(["detect", "crop"]),
+        default=value,
+        show_default=not from_model,
+        help="detect: find the face with the detector; crop: every image already is a face "
+        "crop (FER2013, CK+ crops, aligned faces): the whole image is resized to the model's "
+        "input, no detector runs (status 'crop')" + note + ".",
     )(f)
     return f
 

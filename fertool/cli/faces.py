@@ -36,9 +36,12 @@ MAX_SKIPPED_SHOWN = 20
 )
 @face_options
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the face-crop cache.")
+@click.option("--crops/--no-crops", "write_crops", default=None,
+              help="Write the crops under OUT/crops/ (default: yes, except with --faces crop, "
+              "whose crops are the images themselves, resized).")
 @group_option
 @force_option
-def command(data, out, sample, all_faces, face, cache_dir, no_cache, group, force):
+def command(data, out, sample, all_faces, face, cache_dir, no_cache, write_crops, group, force):
     """Detect, choose and align the face of every image of a dataset.
 
     DATA is a folder with one sub-folder per expression (or any folder of images, then the
@@ -55,6 +58,7 @@ def command(data, out, sample, all_faces, face, cache_dir, no_cache, group, forc
     s = extract_dataset(
         data, out, face, group=group, sample=sample, all_faces=all_faces, cache_dir=cache_dir,
         use_cache=not no_cache, force=force, progress=True, params=params,
+        write_crops=write_crops,
     )
     click.echo(s.line())
     for message in s.error_messages[:MAX_ERRORS_SHOWN]:
@@ -69,4 +73,5 @@ def command(data, out, sample, all_faces, face, cache_dir, no_cache, group, forc
             click.echo(f"    {printable(str(path))}")
         if len(s.skipped_files) > MAX_SKIPPED_SHOWN:
             click.echo(f"    ... and {len(s.skipped_files) - MAX_SKIPPED_SHOWN} more")
-    click.echo(f"wrote {s.csv}, {s.crops}, {s.contact_sheet or 'no contact sheet'}")
+    crops = f"{s.crops}, " if s.crops.is_dir() else ""
+    click.echo(f"wrote {s.csv}, {crops}{s.contact_sheet or 'no contact sheet'}")

@@ -118,13 +118,37 @@ class Manifest:
         return Manifest(self.root, [self.samples[i] for i in idx], list(self.unknown_folders))
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_folders(root: Path, unknown: list[str]) -> list[tuple[Path, str]]:
+    """``(folder, label)`` of every class folder: ``root/<class>``, or ``root/<part>/<class>``
+    when a sub-folder is not an expression but holds expression folders (FER2013's
+    ``train/angry``, ``test/angry``). Other folders go to ``unknown``."""
+    out = []
+    for sub in _subfolders(root):
+        label = canonical_label(sub.name)
+        if label is not None:
+            out.append((sub, label))
+            continue
+        inner = [(p, canonical_label(p.name)) for p in _subfolders(sub)]
+        inner = [(p, lab) for p, lab in inner if lab is not None]
+        if inner:
+            out += inner
+        else:
+            unknown.append(sub.name)
+    return out
+
+
 def discover(root: str | os.PathLike, group: str | None = "sfew") -> Manifest:
     """Find the images of a folder-per-class dataset.
 
     Parameters
     ----------
     root : path
-        Folder holding one sub-folder per class.
+        Folder holding one sub-folder per class, or sub-folders (parts such as ``train``,
+        ``test``) that each hold one sub-folder per class.
     group : {"sfew", "none"} or str
         How to derive group keys: ``"sfew"`` (movie name, see :func:`sfew_group`), ``"none"``
         (every image its own group), or a regular expression whose first group is the key.
@@ -151,11 +175,7 @@ def discover(root: str | os.PathLike, group: str | None = "sfew") -> Manifest:
     samples: list[Sample] = []
     unknown: list[str] = []
     skipped: list[str] = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        label = canonical_label(sub.name)
-        if label is None:
-            unknown.append(sub.name)
-            continue
+    for sub, label in _class_folders(root, unknown):
         stats = WalkStats(non_image_paths=[])
         for p in iter_image_paths([sub], stats):
             path = Path(p)

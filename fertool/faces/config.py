@@ -13,12 +13,17 @@ from dataclasses import asdict, dataclass, fields
 
 from fertool.faces.detectors import DEFAULT_DETECTOR, available, detector_version
 
-__all__ = ["MIN_FACE", "NO_FACE", "POLICIES", "FaceConfig"]
+__all__ = ["FACES", "MIN_FACE", "NO_FACE", "POLICIES", "FaceConfig"]
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("largest", "most-confident", "center")
 NO_FACE = ("center", "skip")
+#: Where faces come from: found by the detector, or the whole image is the face crop.
+FACES = ("detect", "crop")
+#: Version of ``faces="crop"`` (whole image resized, Pillow bilinear); bump when its output
+#: changes.
+CROP_VERSION = "whole-image-bilinear-v1"
 #: The smallest ``min_face_size`` (MTCNN cannot look below its 12-pixel first-stage window).
 MIN_FACE = 12
 
@@ -55,6 +60,12 @@ class FaceConfig:
         Name of the face detector in :mod:`fertool.faces.detectors` (default ``"mtcnn"``). It is
         written into :meth:`to_dict` and the keys only when it is not the default, so the keys
         of default settings are those of fertool versions without this field.
+    faces : {"detect", "crop"}
+        ``detect`` (default): the detector finds the faces. ``crop``: every image already is a
+        face crop (FER2013, CK+-style crops, a user's aligned faces): the whole image is resized
+        to ``size`` x ``size``, no detector runs, and the record's status is ``crop``. Grey
+        images become three equal channels. Written into :meth:`to_dict` and the keys only when
+        not the default, as ``detector`` is.
     """
 
     size: int = 160
@@ -65,6 +76,7 @@ class FaceConfig:
     align: bool = True
     min_face_size: int = 20
     detector: str = DEFAULT_DETECTOR
+    faces: str = "detect"
 
     def __post_init__(self) -> None:
         if int(self.size) != self.size or self.size < 16:
@@ -86,12 +98,17 @@ class FaceConfig:
             raise ValueError(
                 f"detector must be one of {', '.join(available())}, got {self.detector!r}"
             )
+        if self.faces not in FACES:
+            raise ValueError(f"faces must be one of {', '.join(FACES)}, got {self.faces!r}")
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict of the settings (``detector`` only when not the default)."""
+        """Plain JSON-able dict of the settings (``detector`` and ``faces`` only when not the
+        default)."""
         d = asdict(self)
         if d["detector"] == DEFAULT_DETECTOR:
             del d["detector"]
+        if d["faces"] == "detect":
+            del d["faces"]
         return d
 
     @classmethod
@@ -122,7 +139,10 @@ class FaceConfig:
         return _hash({"settings": self.detection_settings(), "algorithm": self.algorithm_version()})
 
     def algorithm_version(self) -> str:
-        """The detector's and alignment's version string (part of every key)."""
+        """The detector's and alignment's version string (part of every key); in ``crop`` mode
+        the version of the whole-image resize."""
+        if self.faces == "crop":
+            return CROP_VERSION
         return detector_version(self.detector)
 
 

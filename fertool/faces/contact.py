@@ -15,6 +15,7 @@ MARKS: dict[str, tuple[tuple[int, int, int], str]] = {
     "ok": ((40, 170, 60), "face"),
     "several": ((240, 190, 0), "face, several in image"),
     "fallback": ((220, 30, 30), "no face: centre crop"),
+    "crop": ((40, 110, 220), "image taken as the face (--faces crop)"),
     "no_face": ((120, 120, 120), "no face: skipped"),
     "error": ((0, 0, 0), "unreadable file"),
 }

@@ -58,6 +58,8 @@ class FacesSummary:
     found: int = 0
     no_face: int = 0
     several: int = 0
+    #: Images taken whole as the face (``faces="crop"``), no detector run.
+    given: int = 0
     errors: int = 0
     error_messages: list[str] = field(default_factory=list)
     #: Images per face-stage status of their first record (ok, fallback, no_face, error).
@@ -87,6 +89,8 @@ class FacesSummary:
         if status == "error":
             self.errors += 1
             self.error_messages.append(message)
+        elif status == "crop":
+            self.given += 1
         elif n_faces == 0:
             self.no_face += 1
         else:
@@ -101,10 +105,16 @@ class FacesSummary:
             "no_face": self.no_face,
             "several": self.several,
             "errors": self.errors,
+            **({"given_as_crop": self.given} if self.given else {}),
         }
 
     def line(self) -> str:
         rate = self.images / self.seconds if self.seconds > 0 else float("inf")
+        if self.given:
+            return (
+                f"{self.images} images: {self.given} taken as face crops (no detector), "
+                f"{self.errors} errors ({self.seconds:.1f} s, {rate:.1f} images/s)"
+            )
         return (
             f"{self.images} images: {self.found} with a face, {self.no_face} no face, "
             f"{self.several} several faces, {self.errors} errors "
@@ -167,7 +177,7 @@ class SheetSample:
         entry = (crop, mark, caption)
         if image_index in self.chosen and len(self.even) < self.even_max:
             self.even.append(entry)
-        elif mark not in ("ok", "several") and len(self.problems) < self.problem_max:
+        elif mark not in ("ok", "several", "crop") and len(self.problems) < self.problem_max:
             self.problems.append(entry)
 
     def image(self, title: str):
@@ -189,9 +199,12 @@ def _csv_text(rows) -> str:
 
 
 def _crop_name(root: Path, path: Path, label: str, face_index: int, all_faces: bool, used: set):
+    from fertool.core.labels import canonical_label
+
     parts = list(Path(path).relative_to(root).with_suffix("").parts)
-    if label:
-        parts[0] = label  # the class folder, under its canonical name
+    if label:  # the class folder (root/<class>/ or root/<part>/<class>/), under its canonical name
+        at = next((i for i, p in enumerate(parts[:-1]) if canonical_label(p) == label), 0)
+        parts[at] = label
     stem = "/".join(parts)
     if all_faces and face_index >= 0:
         stem += f"_face{face_index}"
@@ -232,6 +245,7 @@ def extract_dataset(
     device: str | None = None,
     params: dict | None = None,
     title: str | None = None,
+    write_crops: bool | None = None,
 ) -> FacesSummary:
     """Detect, choose and align the face of every image of ``data``; write them into ``out``.
 
@@ -259,6 +273,11 @@ def extract_dataset(
         Recorded as ``params`` in ``faces.json`` (a command's options).
     title : str, optional
         Contact-sheet title (default ``"fertool faces <data folder name>"``).
+    write_crops : bool, optional
+        Write the crops as PNG files under ``crops/``. Default: yes, except with
+        ``faces="crop"``, whose crops are the images themselves, resized (writing 35,887
+        FER2013 crops atomically costs more than all the rest of the run); the ``crop`` column
+        is then empty.
 
     Raises
     ------
@@ -287,14 +306,16 @@ def extract_dataset(
         progress=progress,
         device=device,
     )
-    rows, sheet = _write_crops(records, samples, summary, all_faces)
+    if write_crops is None:
+        write_crops = config.faces != "crop"
+    rows, sheet = _write_crops(records, samples, summary, all_faces, write_crops)
     summary.seconds = time.perf_counter() - start
     summary.rows = len(rows)
     _write_outputs(summary, rows, sheet, config, params, title)
     return summary
 
 
-def _write_crops(records, samples, summary: FacesSummary, all_faces: bool):
+def _write_crops(records, samples, summary: FacesSummary, all_faces: bool, write: bool = True):
     """Write each record's crop under ``summary.out``, count its image; the CSV rows and the
     contact-sheet sample."""
     from fertool.core.io import write_png
@@ -312,7 +333,7 @@ def _write_crops(records, samples, summary: FacesSummary, all_faces: bool):
             summary.add(rec.status, rec.n_faces, rec.message)
             last_path = rec.path
         crop_name = ""
-        if rec.crop is not None:
+        if rec.crop is not None and write:
             crop_name = _crop_name(root, path, label, rec.face_index, all_faces, used)
             write_png(summary.out / crop_name, rec.crop, force=True)
         box = rec.box or (None,) * 4

@@ -14,6 +14,8 @@ registry in :mod:`fertool.faces.detectors`. Every image gets a :class:`FaceRecor
 
 ``ok``        a face was found; ``crop`` is the chosen face, aligned (:mod:`fertool.faces.align`).
 ``fallback``  no face was found and ``no_face="center"``: ``crop`` is the central square, resized.
+``crop``      ``faces="crop"``: the image is the face; ``crop`` is the whole image, resized (no
+              detector runs, no cache is used: resizing is faster than a cache read).
 ``no_face``   no face was found and ``no_face="skip"``: no crop.
 ``error``     the file could not be read; ``message`` says why and names the file.
 
@@ -45,6 +47,7 @@ __all__ = [
     "choose_face",
     "extract_faces",
     "face_crops",
+    "whole_image_crop",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,10 @@ def analysis_records(
 ) -> list[FaceRecord]:
     """Turn an analysis into records: the chosen face, every face, or the no-face record."""
     n = analysis.n_faces
+    if config.faces == "crop":
+        h, w = analysis.shape
+        return [FaceRecord(path, "crop", "", 1, 0, (0.0, 0.0, float(w), float(h)), None, None,
+                           analysis.crops[0], cached)]
     if n == 0:
         if config.no_face == "center":
             status, message, crop = "fallback", "no face found; centre crop used", analysis.fallback
@@ -122,6 +129,13 @@ class FaceStage:
 
         config = config if config is not None else FaceConfig()
         self.config = config
+        #: How many images the detector has run on (a warm cache leaves it at 0).
+        self.n_detections = 0
+        if config.faces == "crop":  # the image is the face: no detector
+            self.detector = None
+            self.device = "cpu"
+            self.detector_min_face = 1
+            return
         self.detector = create(
             config.detector,
             min_face=max(MIN_FACE, round(config.min_face_size * config.detect_scale)),
@@ -130,8 +144,6 @@ class FaceStage:
         self.device = getattr(self.detector, "device", device)
         #: Smallest image side (after ``detect_scale``) the detector runs on.
         self.detector_min_face = self.detector.min_face
-        #: How many images the detector has run on (a warm cache leaves it at 0).
-        self.n_detections = 0
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the detector on ``image`` ((H, W, 3) uint8 RGB), downscaled by ``detect_scale``.
@@ -145,6 +157,8 @@ class FaceStage:
 
         image = _check_image(image)
         h, w = image.shape[:2]
+        if self.detector is None:  # faces="crop": the whole image is the one face
+            return (np.array([[0.0, 0.0, w, h]]), np.ones(1), np.full((1, 5, 2), np.nan))
         small = image
         sx = sy = 1.0
         if self.config.detect_scale < 1.0:
@@ -160,10 +174,16 @@ class FaceStage:
         return boxes / np.tile(scale, 2), scores, landmarks / scale
 
     def analyse(self, image: np.ndarray) -> FaceAnalysis:
-        """Detect every face and crop each one (aligned or not), or the centre when none."""
+        """Detect every face and crop each one (aligned or not), or the centre when none; with
+        ``faces="crop"`` the whole image resized."""
         image = _check_image(image)
-        boxes, scores, landmarks = self.detect(image)
         cfg = self.config
+        if cfg.faces == "crop":
+            h, w = image.shape[:2]
+            crop = whole_image_crop(image, cfg.size)[None]
+            return FaceAnalysis((h, w), np.array([[0.0, 0.0, w, h]]), np.ones(1),
+                                np.full((1, 5, 2), np.nan), crop, None)
+        boxes, scores, landmarks = self.detect(image)
         crops = np.zeros((len(boxes), cfg.size, cfg.size, 3), np.uint8)
         for i in range(len(boxes)):
             if cfg.align:
@@ -182,6 +202,17 @@ class FaceStage:
     ) -> list[FaceRecord]:
         """Records for one decoded image: the chosen face (or every face with ``all_faces``)."""
         return analysis_records(self.analyse(image), self.config, path, all_faces)
+
+
+def whole_image_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The whole ``image`` ((H, W, 3) uint8) resized to ``size`` x ``size`` (Pillow bilinear,
+    which filters over the source pixels when shrinking); the crop of ``faces="crop"``. A
+    non-square image is stretched, not cut: the image is the face."""
+    from PIL import Image
+
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.array(image)  # a copy: the crop never aliases the caller's image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -242,12 +273,17 @@ def extract_faces(
     config = config if config is not None else FaceConfig()
 
     cache = None
-    if use_cache:
+    # faces="crop": decoding and resizing a crop is faster than hashing it and reading a cache
+    # entry (FER2013's 48-px JPEGs: see the measurement in docs/architecture.md), so no cache.
+    if use_cache and config.faces != "crop":
         from fertool.core.env import cache_dir as default_cache_dir
 
         cache = FaceCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), config)
     stage: FaceStage | None = None
     total = len(paths) if hasattr(paths, "__len__") else None
+    if config.faces == "crop":
+        yield from _given_crops(paths, config, total, progress)
+        return
     bar = tqdm(
         paths,
         total=total,
@@ -285,6 +321,42 @@ def extract_faces(
             yield from analysis_records(analysis, config, name, all_faces)
     finally:
         bar.close()
+
+
+#: Images decoded and resized per batch of ``faces="crop"`` (bounds memory; keeps order).
+_CROP_BATCH = 256
+
+
+def _given_crop(path, size: int) -> FaceRecord:
+    from fertool.core.errors import ImageReadError
+    from fertool.core.io import read_image
+
+    try:
+        image = read_image(path)
+    except ImageReadError as exc:
+        return error_record(str(path), str(exc))
+    h, w = image.shape[:2]
+    return FaceRecord(str(path), "crop", "", 1, 0, (0.0, 0.0, float(w), float(h)), None, None,
+                      whole_image_crop(image, size))
+
+
+def _given_crops(paths, config: FaceConfig, total: int | None, progress: bool):
+    """``faces="crop"`` records in input order: decoding and resizing (Pillow releases the GIL
+    for both) in one thread per available core, ``_CROP_BATCH`` images at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    from tqdm import tqdm
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(8, cores or 1))
+    it = iter(paths)
+    with tqdm(total=total, desc="faces (crop)", unit="img", file=sys.stderr,
+              disable=not progress, dynamic_ncols=True) as bar, \
+            ThreadPoolExecutor(workers) as pool:
+        while batch := list(islice(it, _CROP_BATCH)):
+            yield from pool.map(_given_crop, batch, [config.size] * len(batch))
+            bar.update(len(batch))
 
 
 def face_crops(
