@@ -80,7 +80,7 @@ DEFAULT_HEADS = ("svm-rbf", "svm-linear", "logreg", "knn")
 #: the movie protocol draws five random 2-fold partitions of the movies (10 test parts);
 #: ``movie-legacy`` keeps its one recorded seed.
 DEFAULT_SEEDS = {"paper": (0, 1, 2), "movie": (0, 1, 2, 3, 4), "kfold": (0,),
-                 "movie-legacy": (0,)}
+                 "movie-legacy": (0,), "fixed": (0,)}
 FEATURE_MAPS = ("none", "sqrt")
 #: Crops per chunk when computing descriptors (bounds memory, drives the progress bar).
 _CHUNK = 64
@@ -175,6 +175,19 @@ class CompareConfig:
     batch_size: int = 32
     force: bool = False
     n_boot: int = 2000
+    #: The ``fixed`` protocol's parts: rules REGEX=PART or a preset, or a CSV (path,part).
+    split_regex: str | None = None
+    split_csv: str | None = None
+
+    def fixed_spec(self):
+        """The :class:`fertool.data.fixed.FixedSpec` of ``protocol="fixed"`` (else None)."""
+        from fertool.data.fixed import FixedSpec
+
+        if self.protocol != "fixed":
+            if self.split_regex or self.split_csv:
+                raise ValueError("`split_regex` and `split_csv` need protocol='fixed'")
+            return None
+        return FixedSpec(self.split_regex, self.split_csv)
 
     def resolved_seeds(self) -> tuple[int, ...]:
         return tuple(self.seeds) if self.seeds else DEFAULT_SEEDS.get(self.protocol, (0,))
@@ -470,8 +483,14 @@ def evaluate_plan(
     cv: int = 3,
     bar=None,
     test_groups: np.ndarray | None = None,
+    val_parts: dict[str, np.ndarray] | None = None,
 ) -> MethodResult:
     """Fit ``plan.head`` on each training part (inner CV inside it) and score its test part.
+
+    Above :data:`fertool.evaluate.classify.LARGE_DATA` training samples the head is replaced by
+    one that scales (:func:`fertool.evaluate.classify.scalable_head`; recorded per fold as
+    ``head``). ``val_parts`` (split hash -> validation rows, the dataset's own validation part)
+    makes the head's selection use that part instead of the inner CV.
 
     ``parts`` holds ``(split, train_rows, test_rows)`` with rows into ``X``; ``groups`` (rows of
     ``X``) makes the inner CV grouped. The test rows never reach :func:`fit_head`.
@@ -480,7 +499,7 @@ def evaluate_plan(
     """
     from threadpoolctl import threadpool_limits
 
-    from fertool.evaluate.classify import fit_head
+    from fertool.evaluate.classify import fit_head, scalable_head
     from fertool.evaluate.metrics import evaluate
     from fertool.evaluate.uncertainty import FoldPredictions
 
@@ -495,9 +514,13 @@ def evaluate_plan(
             fitted = _Unfitted()
             pred = zeroshot_predict(X[te], LABELS)
         else:
-            with threadpool_limits(limits=1, user_api="blas"):
-                fitted = fit_head(plan.head, X[tr], y[tr], None if groups is None else groups[tr],
-                                  cv=cv, seed=split.seed)
+            head = scalable_head(plan.head, len(tr))
+            va = (val_parts or {}).get(split.hash)
+            selection = {"validation": (X[va], y[va])} if va is not None and len(va) else {}
+            # libsvm: one thread (above); the scalable heads' matrix products want all of them
+            with threadpool_limits(limits=1 if head == plan.head else None, user_api="blas"):
+                fitted = fit_head(head, X[tr], y[tr], None if groups is None else groups[tr],
+                                  cv=cv, seed=split.seed, **selection)
                 pred = fitted.predict(X[te])
         res = evaluate(y[te], pred, LABELS)
         evals.append(res)
@@ -508,6 +531,11 @@ def evaluate_plan(
             "best_params": {k: v for k, v in fitted.best_params_.items()},
             "inner_cv_accuracy": fitted.cv_score_,
         })
+        if plan.head != ZEROSHOT_HEAD and (head != plan.head or selection):
+            folds[-1]["head"] = head
+            if selection:
+                folds[-1]["selected_on"] = f"validation part ({len(va)} images)"
+                folds[-1]["validation_accuracy"] = folds[-1].pop("inner_cv_accuracy")
         if bar is not None:
             bar.update(1)
     details = {"source": plan.source, "head": plan.head, "features": int(X.shape[1]),
@@ -728,6 +756,7 @@ def _prepare_faces(manifest, face_cfg, cache_dir, progress):
     stats = {
         "images": len(records),
         "detected": sum(r.status == "ok" for r in records),
+        "given_as_crop": sum(r.status == "crop" for r in records),
         "fallback_centre_crop": sum(r.status == "fallback" for r in records),
         "skipped": [(r.path, r.message or r.status) for r in records if r.crop is None],
     }
@@ -779,7 +808,7 @@ def _all_features(
 
 
 def _fit_all(cfg, plans, features, missing_reason, y, inner_groups, parts, crops, face_config,
-             progress, groups=None) -> list[MethodResult]:
+             progress, groups=None, val_parts=None) -> list[MethodResult]:
     """One result per plan (or the reason it could not run), then the fine-tuned runs."""
     from tqdm import tqdm
 
@@ -795,7 +824,8 @@ def _fit_all(cfg, plans, features, missing_reason, y, inner_groups, parts, crops
             bar.set_postfix_str(plan.name)
             try:
                 results.append(evaluate_plan(plan, features[plan.source], y, inner_groups, parts,
-                                             cv=cfg.cv, bar=bar, test_groups=groups))
+                                             cv=cfg.cv, bar=bar, test_groups=groups,
+                                             val_parts=val_parts))
             except (FertoolError, ValueError) as exc:
                 log.warning("%s failed: %s", plan.name, exc)
                 results.append(_unavailable(plan.name, str(exc), status="failed",
@@ -848,7 +878,11 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
             raise FertoolError(str(exc)) from None
     seeds = cfg.resolved_seeds()
     manifest = discover(cfg.data, group=cfg.group)
-    splits = make_splits(manifest, cfg.protocol, seeds=seeds, n_folds=cfg.n_folds)
+    try:
+        fixed = cfg.fixed_spec()
+    except ValueError as exc:
+        raise FertoolError(str(exc)) from None
+    splits = make_splits(manifest, cfg.protocol, seeds=seeds, n_folds=cfg.n_folds, fixed=fixed)
     split_hash = splits_hash(splits)
     face_cfg = cfg.face
 
@@ -858,14 +892,18 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
     y = manifest.y[row_of >= 0]
     inner_groups = _inner_groups(cfg.protocol, manifest.groups[row_of >= 0])
     parts = []  # (split, train rows, test rows), rows into `crops`
+    val_parts = {}  # split hash -> validation rows (the dataset's own validation part)
     for split in splits:
         tr, te = row_of[split.train], row_of[split.test]
         parts.append((split, tr[tr >= 0], te[te >= 0]))
+        if split.val is not None and len(split.val):
+            va = row_of[split.val]
+            val_parts[split.hash] = va[va >= 0]
 
     features, weights_meta, missing = _all_features(cfg, plans, crops, progress, timings)
     groups = manifest.groups[row_of >= 0]
     results = _fit_all(cfg, plans, features, missing, y, inner_groups, parts, crops,
-                       face_cfg.to_dict(), progress, groups=groups)
+                       face_cfg.to_dict(), progress, groups=groups, val_parts=val_parts)
     t_boot = time.perf_counter()
     add_uncertainty(results, n_boot=cfg.n_boot)
     comparisons = paired_comparisons(results, n_boot=cfg.n_boot)
@@ -877,21 +915,30 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
     timings["total"] = time.perf_counter() - t_start
     meta = {
         "data": str(cfg.data),
+        **({"fixed_split": fixed.describe()} if fixed is not None else {}),
         "seeds": list(seeds),
         "n_splits": len(splits),
-        "splits": [{"name": s.name, "hash": s.hash, "n_train": len(tr), "n_test": len(te)}
+        "splits": [{"name": s.name, "hash": s.hash, "n_train": len(tr), "n_test": len(te),
+                    **({"n_val": len(val_parts[s.hash])} if s.hash in val_parts else {})}
                    for s, tr, te in parts],
         "weights": weights_meta,
         "faces": {"images": face_stats["images"], "detected": face_stats["detected"],
                   "fallback_centre_crop": face_stats["fallback_centre_crop"],
-                  "skipped": len(face_stats["skipped"])},
+                  "skipped": len(face_stats["skipped"]),
+                  **({"given_as_crop": face_stats["given_as_crop"]}
+                     if face_stats["given_as_crop"] else {})},
         "face_fallbacks": face_stats["fallback_centre_crop"],
         "face_config": face_cfg.to_dict(),
         "descriptors": cfg.descriptors.to_dict(),
         "descriptor_head": cfg.descriptor_head,
         "heads": list(cfg.heads),
-        "inner_cv": {"folds": cfg.cv, "grouped": inner_groups is not None,
-                     "scoring": "accuracy", "on": "training part of each split only"},
+        "inner_cv": ({"folds": cfg.cv, "grouped": inner_groups is not None,
+                      "scoring": "accuracy", "on": "training part of each split only"}
+                     if not val_parts else
+                     {"folds": 0, "scoring": "accuracy",
+                      "on": "the dataset's own validation part (each candidate fitted once on "
+                            "the training part)"}),
+        "large_data": _large_data_meta(parts),
         "bootstrap": {"replicates": cfg.n_boot, "seed": 0, "level": 0.95,
                       "resamples": f"the {len(set(groups.tolist()))} groups of the test parts "
                                    f"({'movies' if cfg.group == 'sfew' else cfg.group})"},
@@ -905,7 +952,8 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
     md, js = write_report(
         out, title=f"Baselines on {Path(cfg.data).name}: {cfg.protocol} protocol",
         protocol=cfg.protocol, split_hash=split_hash, results=results, meta=meta,
-        notes=_notes(cfg, seeds, splits, results, face_stats, meta["chance_largest_class"]),
+        notes=_notes(cfg, seeds, splits, results, face_stats, meta["chance_largest_class"],
+                     fixed=fixed, val_parts=val_parts, large=meta["large_data"]),
         images=figures, comparisons=comparisons, n_boot=cfg.n_boot,
     )
     n_ok = sum(r.status == "ok" for r in results)
@@ -914,8 +962,23 @@ def run_comparison(cfg: CompareConfig, *, progress: bool = True) -> CompareOutco
                           face_stats["fallback_centre_crop"], timings["total"], figures)
 
 
-def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
+def _large_data_meta(parts) -> dict:
+    """Which heads were swapped for scalable ones (training parts above LARGE_DATA)."""
+    from fertool.evaluate.classify import LARGE_DATA, SCALABLE
+
+    n = max((len(tr) for _, tr, _ in parts), default=0)
+    return {"threshold": LARGE_DATA, "largest_training_part": n,
+            "replaced": dict(SCALABLE) if n > LARGE_DATA else {}}
+
+
+def _notes(cfg, seeds, splits, results, face_stats, chance, fixed=None, val_parts=None,
+           large=None) -> list[str]:
     what = {
+        "fixed": "the dataset's own parts, "
+                 + (fixed.describe() if fixed is not None else "")
+                 + (f"; train {len(splits[0].train)}, validation "
+                    f"{0 if splits[0].val is None else len(splits[0].val)}, test "
+                    f"{len(splits[0].test)} images" if splits else ""),
         "paper": f"stratified 50/50 split, repeated over seeds {', '.join(map(str, seeds))}",
         "movie": f"{len(splits) // max(1, len(seeds))} folds with no movie on both sides, a new "
                  f"random class-balanced partition of the movies for each of the seeds "
@@ -927,17 +990,35 @@ def _notes(cfg, seeds, splits, results, face_stats, chance) -> list[str]:
                  f"{', '.join(map(str, seeds))}",
     }[cfg.protocol]
     n_crops = face_stats["images"] - len(face_stats["skipped"])
-    grouped = " grouped by movie" if cfg.protocol != "paper" else ""
+    grouped = " grouped by movie" if cfg.protocol not in ("paper", "fixed") else ""
+    selection = (f"hyperparameters by {cfg.cv}-fold cross-validation inside it{grouped}"
+                 if not val_parts else "hyperparameters on the dataset's own validation part "
+                 "(each candidate fitted once on the training part, the best kept; no inner "
+                 "cross-validation, no refit)")
     notes = [
         (f"Protocol `{cfg.protocol}`: {what}. Accuracy is the mean over the {len(splits)} test "
          "parts; macro-F1 and per-class recall (`rec.`) are means too."),
         (f"Every method sees the same {n_crops} aligned face crops "
          f"({face_stats['fallback_centre_crop']} images without a detected face use a centre "
          "crop) and the same splits. Features are computed once per face; scaler, PCA, classifier "
-         "and hyperparameters are fitted on the training part of each split only, the "
-         f"hyperparameters by {cfg.cv}-fold cross-validation inside it{grouped}."),
+         f"and hyperparameters are fitted on the training part of each split only, the "
+         f"{selection}."),
         f"Chance (largest class): {100 * chance:.1f}%.",
     ]
+    if large and large["replaced"]:
+        from fertool.evaluate.classify import HEADS
+
+        swaps = "; ".join(f"`{a}` -> `{b}` ({HEADS[b].description})"
+                          for a, b in large["replaced"].items())
+        notes.append(
+            f"Large data: the training part has {large['largest_training_part']:,} samples, above "
+            f"{large['threshold']:,}, where the RBF SVM's grid search grows faster than "
+            f"quadratically; heads were replaced by ones that scale: {swaps}. Each fold's "
+            "`head` in report.json names the head fitted.")
+    if cfg.face.faces == "crop":
+        notes.append("Face crops: `--faces crop`: every image is taken whole as the face "
+                     f"(resized to {cfg.face.size} px, grey expanded to three channels), no "
+                     "detector.")
     if face_stats["skipped"]:
         notes.append(f"{len(face_stats['skipped'])} images had no usable crop and are left out of "
                      "every method's training and test parts (listed in report.json).")

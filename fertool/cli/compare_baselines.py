@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from fertool.cli._options import data_option, face_options, force_option, group_option, parse_seeds
+from fertool.cli._options import (
+    PROTOCOLS,
+    data_option,
+    face_options,
+    fixed_split_options,
+    force_option,
+    group_option,
+    parse_seeds,
+)
 
 #: Restated from fertool.compare so that `fertool --help` imports nothing heavy (a test keeps
 #: them equal).
@@ -26,11 +34,14 @@ def _grid(ctx, param, value: str) -> tuple[int, int]:
 
 @click.command("compare-baselines")
 @data_option
-@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold", "movie-legacy"]),
+@click.option("--protocol", type=click.Choice(PROTOCOLS),
               default="movie", show_default=True,
               help="paper: stratified 50/50 per seed; movie: per seed, a random class-balanced "
               "partition of the movies into 2 folds; kfold: stratified k-fold (grouped by "
-              "--group-regex); movie-legacy: fertool's former movie splits (recorded reports).")
+              "--group-regex); movie-legacy: fertool's former movie splits (recorded reports); "
+              "fixed: the dataset's own train/val/test parts (--split-regex or --split-csv), "
+              "heads selected on its val part.")
+@fixed_split_options
 @click.option("--seeds", default=None,
               help="Comma-separated split seeds. Default: 0-4 for movie (10 test parts), 0,1,2 "
               "for paper, 0 otherwise.")
@@ -82,9 +93,10 @@ def _grid(ctx, param, value: str) -> tuple[int, int]:
               help="Replicates of the group bootstrap behind the 95% intervals.")
 @face_options
 @force_option
-def command(data, protocol, seeds, n_folds, group, methods, heads, descriptor_head, weights,
-            finetuned, out, lpq_size, lpq_grid, lpq_window, phog_size, phog_bins, phog_levels,
-            phog_angle, feature_map, cv, device, batch_size, n_boot, face, cache_dir, force):
+def command(data, protocol, split_regex, split_csv, seeds, n_folds, group, methods, heads,
+            descriptor_head, weights, finetuned, out, lpq_size, lpq_grid, lpq_window, phog_size,
+            phog_bins, phog_levels, phog_angle, feature_map, cv, device, batch_size, n_boot, face,
+            cache_dir, force):
     """Compare LPQ and PHOG baselines, FaceNet features with sklearn heads and fine-tuned runs.
 
     All methods see the same aligned face crops (the face cache) and the same splits; every
@@ -113,7 +125,7 @@ def command(data, protocol, seeds, n_folds, group, methods, heads, descriptor_he
         weights=weights, finetuned=tuple(finetuned),
         face=face,
         cache_dir=cache_dir, cv=cv, device=device, batch_size=batch_size, force=force,
-        n_boot=n_boot,
+        n_boot=n_boot, split_regex=split_regex, split_csv=split_csv,
     )
     outcome = run_comparison(cfg, progress=True)
     ok = [r for r in outcome.results if r.status == "ok"]

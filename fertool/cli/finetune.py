@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from fertool.cli._options import (
+    PROTOCOLS,
     data_option,
     face_options,
+    fixed_split_options,
     force_option,
     group_option,
     renamed_option,
@@ -21,10 +23,12 @@ from fertool.cli._options import (
               help="casia-webface | vggface2 | none | a state-dict FILE.")
 @click.option("--unfreeze", type=click.IntRange(1, 18), default=9, show_default=True,
               help="Train the last N top-level layers (paper: 1, 2, 4, 6, 9).")
-@click.option("--protocol", type=click.Choice(["paper", "movie", "kfold", "movie-legacy"]),
+@click.option("--protocol", type=click.Choice(PROTOCOLS),
               default="movie", show_default=True,
               help="Evaluation protocol of the split (movie-legacy: the former movie splits of "
-              "the recorded runs).")
+              "the recorded runs; fixed: the dataset's own train/val/test parts from "
+              "--split-regex or --split-csv, its val part for model selection).")
+@fixed_split_options
 @click.option("--fold", type=int, default=0, show_default=True, help="Which fold of the protocol.")
 @click.option("--split-seed", type=int, default=0, show_default=True,
               help="Seed of the protocol's split (the same seed gives the same split hash).")

@@ -42,7 +42,7 @@ Manifest = Any
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("paper", "movie", "kfold", "movie-legacy")
+PROTOCOLS = ("paper", "movie", "kfold", "movie-legacy", "fixed")
 #: Folds when ``n_folds`` is not given.
 DEFAULT_FOLDS = {"movie": 2, "movie-legacy": 2, "kfold": 5}
 #: The tag each protocol's split hashes start from (``movie-legacy`` hashes as the former
@@ -69,6 +69,8 @@ class Split:
     train: np.ndarray
     test: np.ndarray
     hash: str
+    #: The dataset's own validation part (``fixed`` protocol only; None elsewhere).
+    val: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -215,6 +217,8 @@ def check_protocol(manifest: Manifest, protocol: str, n_folds: int | None = None
     classes too rare for every test part to hold one."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    if protocol == "fixed":  # the dataset's own parts: checked by fertool.data.fixed
+        return
     counts = _class_counts(manifest)
     n, n_classes = len(manifest), len(counts)
     if n_classes < 2:
@@ -268,13 +272,16 @@ def make_splits(
     seeds: tuple[int, ...] | list[int] = (0,),
     n_folds: int | None = None,
     grouped: bool = True,
+    fixed: Any = None,
 ) -> list[Split]:
     """Train/test splits for a protocol (see the module docstring).
 
     ``paper``: one stratified 50/50 split per seed. ``movie``: for each seed, a random
     class-balanced partition of the groups into ``n_folds`` (default 2) folds. ``kfold``: for
     each seed, a stratified k-fold (default 5), grouped the same way when ``grouped`` is true
-    and the manifest has groups. ``movie-legacy``: the former movie protocol.
+    and the manifest has groups. ``movie-legacy``: the former movie protocol. ``fixed``: the
+    dataset's own train / validation / test parts, read as ``fixed`` (a
+    :class:`fertool.data.fixed.FixedSpec`) says; one split, seeds ignored.
 
     Raises
     ------
@@ -288,6 +295,12 @@ def make_splits(
         StratifiedShuffleSplit,
     )
 
+    if protocol == "fixed":
+        from fertool.data.fixed import fixed_split
+
+        if fixed is None:
+            raise ValueError("the fixed protocol needs `split_regex` or `split_csv`")
+        return [fixed_split(manifest, fixed)]
     check_protocol(manifest, protocol, n_folds, grouped)
     y = manifest.y
     groups = manifest.groups

@@ -28,6 +28,8 @@ class TrainConfig:
     split_seed: int = 0
     n_folds: int | None = None
     group: str = "sfew"
+    split_regex: str | None = None  # protocol "fixed": REGEX=PART rules or a preset (fer2013)
+    split_csv: str | None = None  # protocol "fixed": a CSV of path,part
     seed: int = 0
     epochs: int = 20
     batch_size: int = 32

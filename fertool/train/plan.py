@@ -103,6 +103,20 @@ def _parameters(cfg: TrainConfig) -> tuple[int, int]:
     return trainable_parameters(model), sum(p.numel() for p in model.parameters())
 
 
+def _fixed_spec(cfg: TrainConfig):
+    """The parts of ``protocol="fixed"`` (None for the other protocols)."""
+    from fertool.data.fixed import FixedSpec
+
+    if cfg.protocol != "fixed":
+        if cfg.split_regex or cfg.split_csv:
+            raise FertoolError("`split_regex` and `split_csv` need protocol='fixed'")
+        return None
+    try:
+        return FixedSpec(cfg.split_regex, cfg.split_csv)
+    except ValueError as exc:
+        raise FertoolError(str(exc)) from None
+
+
 def plan(cfg: TrainConfig) -> TrainPlan:
     """The :class:`TrainPlan` of ``cfg`` (reads file names only, no image).
 
@@ -116,13 +130,18 @@ def plan(cfg: TrainConfig) -> TrainPlan:
     from fertool.data.dataset import discover, make_splits, plan_validation
 
     manifest = _per_class(discover(cfg.data, group=cfg.group), cfg.limit)
-    splits = make_splits(manifest, cfg.protocol, seeds=[cfg.split_seed], n_folds=cfg.n_folds)
+    splits = make_splits(manifest, cfg.protocol, seeds=[cfg.split_seed], n_folds=cfg.n_folds,
+                         fixed=_fixed_spec(cfg))
     if not 0 <= cfg.fold < len(splits):
         raise FertoolError(f"fold={cfg.fold} is out of range: the protocol has {len(splits)} folds")
     split = splits[cfg.fold]
-    val_plan = plan_validation(
-        manifest, split.train, cfg.val_fraction, seed=cfg.seed, grouped=cfg.protocol != "paper"
-    )
+    if split.val is not None and len(split.val):  # the dataset's own validation part
+        from fertool.data.splits import ValidationPlan
+
+        val_plan = ValidationPlan(split.train, split.val)
+    else:
+        val_plan = plan_validation(manifest, split.train, cfg.val_fraction, seed=cfg.seed,
+                                   grouped=cfg.protocol not in ("paper", "fixed"))
     trainable, total = _parameters(cfg)
     return TrainPlan(cfg, manifest, split, val_plan.fit, val_plan.val, val_plan.note,
                      default_device(cfg.device), trainable, total)
