@@ -282,6 +282,11 @@ class PredictSummary:
     skipped : list of (path, reason)
         Every one of them, named.
     seconds : float
+    stage_seconds : dict of str to float
+        Seconds per stage (decode, detect, align in the face workers, summed over them; model in
+        the main thread); see :class:`fertool.pipeline.StageTimes`.
+    workers : int
+        Face-stage worker threads.
     """
 
     out: Path
@@ -302,6 +307,8 @@ class PredictSummary:
     videos_file: Path | None = None
     #: OUT-stem.report.html (and .md): the run's report (fertool.predict_report).
     report: Path | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    workers: int = 1
 
     @property
     def images_per_s(self) -> float:
@@ -322,6 +329,8 @@ class PredictSummary:
             "unreadable_folders": [list(e) for e in self.unreadable_folders],
             "seconds": self.seconds,
             "images_per_s": self.images_per_s,
+            "stage_seconds": dict(self.stage_seconds),
+            "workers": self.workers,
         }
 
 
@@ -342,6 +351,7 @@ def predict_paths(
     progress: bool = True,
     by_extension: bool = False,
     video: VideoOptions | None = None,
+    workers: int | None = None,
 ) -> PredictSummary:
     """Predict every image under ``inputs`` and write one row per image (or face) to ``out``.
 
@@ -367,9 +377,15 @@ def predict_paths(
     use_cache, cache_dir
         The face-crop cache (see :func:`fertool.faces.stage.extract_faces`).
     detector_threads : int, optional
-        torch threads for face detection during the run (restored afterwards). MTCNN's small
-        convolutions gain little from threads, and on a busy machine one thread is several
-        times faster than two (measured: 0.35 s instead of 2.4 s per 720x576 frame).
+        Threads of each face worker's detector (torch for MTCNN, onnxruntime for BlazeFace),
+        restored afterwards. Default: ``$FERTOOL_DETECTOR_THREADS``, else the available cores
+        split among the workers (:func:`fertool.pipeline.thread_plan`). On a busy machine one
+        thread can be several times faster than two (MTCNN, measured: 0.35 s instead of 2.4 s
+        per 720x576 frame); pin it there.
+    workers : int, optional
+        Face-stage worker threads (decoding, detection, alignment of the next images while the
+        model runs; at most ``4 * workers`` images in flight, rows in input order). Default: the
+        available cores (``os.sched_getaffinity``). Videos are decoded in the main thread.
     progress : bool
         Progress bar on stderr.
     by_extension : bool
@@ -392,6 +408,7 @@ def predict_paths(
     from tqdm import tqdm
 
     from fertool.faces.stage import extract_faces
+    from fertool.pipeline import StageTimes, pipelined_faces, thread_plan
 
     if batch_size < 1:
         raise FertoolError(f"--batch-size {batch_size}: expected at least 1")
@@ -442,15 +459,23 @@ def predict_paths(
     todo = (p for p in walk if p not in done)
     device = "cuda" if "CUDAExecutionProvider" in model.providers else "cpu"
     kw = {"cache_dir": cache_dir, "use_cache": use_cache, "all_faces": all_faces, "device": device}
+    times = StageTimes()
+    n_workers, det_threads = thread_plan(workers, detector_threads)
+    summary.workers = n_workers
     if has_video:
         records = mixed_records(todo, face, video, resume=state.resume if resume else None, **kw)
-    else:
+    elif face.faces == "crop":
         records = ((r, None) for r in extract_faces(todo, face, progress=False, **kw))
+    else:
+        faces = pipelined_faces(
+            todo, face, workers=n_workers, detector_threads=det_threads, times=times, **kw
+        )
+        records = ((r, None) for r in faces)
     status: Counter[str] = Counter()
     t0 = time.perf_counter()
     try:
         with (
-            torch_threads(detector_threads),
+            torch_threads(det_threads),
             open(partial, "a", **TEXT) as fh,
         ):
             pending: list[tuple[FaceRecord, dict | None]] = []
@@ -461,16 +486,17 @@ def predict_paths(
                     pending[-1][0].path,
                     pending[-1][1] and pending[-1][1]["frame"],
                 ):
-                    _flush(pending, model, fh, fmt, batch_size, summary, status, bar)
+                    _flush(pending, model, fh, fmt, batch_size, summary, status, bar, times)
                     pending, n_crops = [], 0
                 pending.append((rec, extra))
                 n_crops += rec.crop is not None
-            _flush(pending, model, fh, fmt, batch_size, summary, status, bar)
+            _flush(pending, model, fh, fmt, batch_size, summary, status, bar, times)
             fh.flush()
             os.fsync(fh.fileno())
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - t0
+        summary.stage_seconds = dict(times.seconds)
         summary.status = dict(status)
         summary.non_images = stats.non_images
         summary.skipped = [tuple(e) for e in stats.skipped]
@@ -498,12 +524,16 @@ def _flush(
     summary: PredictSummary,
     status: Counter,
     bar,
+    times=None,
 ) -> None:
     from fertool.data.video import is_video_path
 
     if not pending:
         return
+    t = time.perf_counter()
     preds = model.predict_records([r for r, _ in pending], batch_size=max(batch_size, 1))
+    if times is not None:
+        times.add("model", time.perf_counter() - t)
     rows = [prediction_row(p, model.labels, fmt, e) for p, (_, e) in zip(preds, pending)]
     fh.write(format_rows(rows, fmt))
     fh.flush()

@@ -59,9 +59,16 @@ SHOWN_SKIPPED = 20
 @click.option(
     "--detector-threads",
     type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="torch threads for face detection (more rarely helps; on busy cores it is much slower).",
+    default=None,
+    help="Threads of each face worker's detector (default: $FERTOOL_DETECTOR_THREADS, else the "
+    "available cores split among the workers; on busy cores pin it to 1).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Face-stage worker threads: decoding, detection and alignment of the next images while "
+    "the model runs (default: the available cores).",
 )
 @click.option(
     "--resume",
@@ -107,6 +114,7 @@ def command(
     providers,
     threads,
     detector_threads,
+    workers,
     resume,
     fps,
     every,
@@ -174,6 +182,7 @@ def command(
             progress=not quiet,
             by_extension=by_extension,
             **({"video": video} if video != VideoOptions() else {}),
+            **({"workers": workers} if workers is not None else {}),
         )
     except KeyboardInterrupt:
         click.echo(
@@ -188,6 +197,13 @@ def command(
         f"({s.images_per_s:.1f} images/s; {s.rows} rows: {counts}; providers "
         f"{', '.join(p.replace('ExecutionProvider', '') for p in model.providers)})"
     )
+    stages = getattr(s, "stage_seconds", None) or {}
+    if sum(stages.values()) > 0:
+        total = sum(stages.values())
+        click.echo(
+            f"time per stage ({s.workers} face workers): "
+            + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in stages.items())
+        )
     if s.resumed:
         click.echo(f"resumed: {s.resumed} images were already done")
     if getattr(s, "report", None):
