@@ -32,7 +32,7 @@ import numpy as np
 
 from fertool.core.errors import DatasetError
 
-__all__ = ["PARTS", "PRESETS", "FixedSpec", "fixed_split", "parse_rules", "part_of_samples"]
+__all__ = ["PARTS", "PRESETS", "FixedSpec", "fixed_parts", "parse_rules", "part_of_samples"]
 
 PARTS = ("train", "val", "test")
 #: Other spellings accepted for the parts (lower case).
@@ -169,21 +169,20 @@ def _hash(manifest: Any, parts: dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
-def fixed_split(manifest: Any, spec: FixedSpec):
-    """The one :class:`~fertool.data.splits.Split` of the fixed protocol (seed 0, fold 0), its
-    ``val`` part the validation images (may be empty).
+def fixed_parts(manifest: Any, spec: FixedSpec) -> tuple[dict[str, np.ndarray], str]:
+    """Indices of the ``train``, ``val`` and ``test`` parts (``val`` may be empty) and the hash
+    of their membership; :func:`fertool.data.splits.make_splits` makes them the protocol's one
+    :class:`~fertool.data.splits.Split` (seed 0, fold 0, ``val`` set).
 
     Raises
     ------
     DatasetError
         An image without a part (see :func:`part_of_samples`), or an empty train or test part.
     """
-    from fertool.data.splits import Split
-
     part = part_of_samples(manifest, spec)
     idx = {p: np.flatnonzero(part == p) for p in PARTS}
     for p in ("train", "test"):
         if len(idx[p]) == 0:
             raise DatasetError(f"the fixed protocol ({spec.describe()}) puts no image in the "
                                f"{p} part; every protocol needs a train and a test part")
-    return Split("fixed", 0, 0, idx["train"], idx["test"], _hash(manifest, idx), val=idx["val"])
+    return idx, _hash(manifest, idx)

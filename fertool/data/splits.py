@@ -296,11 +296,12 @@ def make_splits(
     )
 
     if protocol == "fixed":
-        from fertool.data.fixed import fixed_split
+        from fertool.data.fixed import fixed_parts
 
         if fixed is None:
             raise ValueError("the fixed protocol needs `split_regex` or `split_csv`")
-        return [fixed_split(manifest, fixed)]
+        idx, digest = fixed_parts(manifest, fixed)
+        return [Split("fixed", 0, 0, idx["train"], idx["test"], digest, val=idx["val"])]
     check_protocol(manifest, protocol, n_folds, grouped)
     y = manifest.y
     groups = manifest.groups
