@@ -89,7 +89,11 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
         b = _uniform(n, -cfg.brightness, cfg.brightness, g).to(dev, x.dtype)[:, None, None, None]
         c = (1 + _uniform(n, -cfg.contrast, cfg.contrast, g)).to(dev, x.dtype)[:, None, None, None]
         sat = (1 + _uniform(n, -cfg.saturation, cfg.saturation, g)).to(dev, x.dtype)
-        grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+        # a grey model's input (one channel) has no saturation to change
+        if x.shape[1] == 1:
+            grey = x
+        else:
+            grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
         x = grey + (x - grey) * sat[:, None, None, None]
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * c + mean + b
@@ -108,5 +112,7 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
                 eh = max(1, min(h, round(math.sqrt(area[i] * h * w * aspect[i]))))
                 ew = max(1, min(w, round(math.sqrt(area[i] * h * w / aspect[i]))))
                 y0, x0 = int(fy[i] * (h - eh)), int(fx[i] * (w - ew))
-                x[i, :, y0 : y0 + eh, x0 : x0 + ew] = fill[i].to(dev, x.dtype)[:, None, None]
+                x[i, :, y0 : y0 + eh, x0 : x0 + ew] = fill[i, : x.shape[1]].to(dev, x.dtype)[
+                    :, None, None
+                ]
     return x
