@@ -2,12 +2,18 @@
 
 Measured, in images per second:
 
-- the ceiling: a large float32 matrix product (GFLOP/s) over the model's FLOPs per image,
-  counted with ``torch.utils.flop_counter`` (about 2.84 GFLOP for InceptionResnetV1 at 160 px);
+- the ceilings (:mod:`fertool.ceiling`), float32 and int8: the machine's peak (cores x clock x
+  SIMD FMA width from the CPU's flags) and a measured peak (the fastest of onnxruntime's MatMul /
+  MatMulInteger and torch.mm on large matrices), over the model's FLOPs per image counted with
+  ``torch.utils.flop_counter`` (about 2.84 GFLOP for InceptionResnetV1 at 160 px); every model
+  row's share of them;
 - the backbone: torch eager, onnxruntime float32 and onnxruntime int8, at batch 1 and 32;
-- face detection (MTCNN) on frames at full and half resolution;
+- face detection with each detector (BlazeFace, MTCNN; MTCNN at half resolution too);
 - the hand-crafted descriptors (LPQ, PHOG) on 64x64 grey crops;
-- ``fertool predict`` end to end on a folder of frames (detection, alignment, model, CSV).
+- ``fertool predict`` end to end on a folder of frames with each detector (decoding, detection,
+  alignment, model, CSV), the share of time per stage, and the detectors' speed ratio. Frames:
+  ``--frames``, else SFEW-675's raw 720x576 JPEG frames when ``../shared/datasets/sfew-675`` is
+  there, else generated 720x576 frames.
 
 Speed does not depend on the weights, so the backbone is a randomly initialised FerNet unless a
 model is given; the int8 model is then calibrated on noise (fine for timing, not for accuracy).
@@ -59,8 +65,12 @@ class BenchConfig:
     matmul_size : int
         Side of the square matrices of the ceiling's matrix product.
     detector_threads : int or None
-        torch threads for face detection, as ``fertool predict --detector-threads`` (default 1);
-        None: torch's default.
+        Detector threads, as ``fertool predict --detector-threads``; None: predict's default
+        (the available cores split among the workers).
+    detectors : tuple of str
+        Detectors timed (detection alone and predict end to end).
+    workers : int or None
+        ``fertool predict --workers`` for the end-to-end runs (None: the available cores).
     """
 
     frames: str | None = None
@@ -72,7 +82,9 @@ class BenchConfig:
     min_seconds: float = 3.0
     descriptor_crops: int = 64
     matmul_size: int = 2048
-    detector_threads: int | None = 1
+    detector_threads: int | None = None
+    detectors: tuple[str, ...] = ("blazeface", "mtcnn")
+    workers: int | None = None
 
 
 @dataclass
@@ -96,6 +108,8 @@ class BenchResult:
     rows: list[Row] = field(default_factory=list)
     ceiling: dict[str, Any] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
+    #: Per detector: seconds and shares of decode, detect, align, model in the end-to-end run.
+    stages: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -110,6 +124,7 @@ class BenchResult:
             "rows": [asdict(r) for r in self.rows],
             "ceiling": self.ceiling,
             "ratios": self.ratios,
+            "stages": self.stages,
             "machine": self.machine,
             "config": self.config,
         }
@@ -207,13 +222,25 @@ def bench_backbone(
 
 
 def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig) -> None:
-    """MTCNN (with alignment of the faces found) at full and half resolution."""
+    """Each detector (with alignment of the faces found) on the frames in one thread of calls;
+    MTCNN at half resolution too."""
     from fertool.core.env import torch_threads
     from fertool.faces.stage import FaceConfig, FaceStage
+    from fertool.pipeline import _detector_env, thread_plan
 
-    threads = cfg.detector_threads
-    for scale, what in ((1.0, "MTCNN full resolution"), (0.5, "MTCNN half resolution")):
-        stage = FaceStage(FaceConfig(detect_scale=scale), device="cpu")
+    _, threads = thread_plan(1, cfg.detector_threads)
+    runs = []
+    for name in cfg.detectors:
+        runs.append((name, 1.0, f"{name} full resolution"))
+        if name == "mtcnn":
+            runs.append((name, 0.5, "mtcnn half resolution"))
+    for name, scale, what in runs:
+        try:
+            with _detector_env(threads):
+                stage = FaceStage(FaceConfig(detector=name, detect_scale=scale), device="cpu")
+        except (FertoolError, ImportError, OSError, ValueError) as exc:
+            res.rows.append(Row("faces", what, None, status="unavailable", note=str(exc)[:200]))
+            continue
         found = []
 
         def detect(stage=stage, found=found) -> int:
@@ -226,8 +253,7 @@ def bench_detection(res: BenchResult, frames: list[np.ndarray], cfg: BenchConfig
             rate, n, dt = timed(detect, cfg.min_seconds)
         h, w = frames[0].shape[:2]
         note = f"{w}x{h} frames, {sum(x > 0 for x in found)}/{len(frames)} with a face"
-        if threads:
-            note += f", torch threads {threads}"
+        note += f", detector threads {threads}"
         res.rows.append(Row("faces", what, rate, None, n, dt, note=note))
 
 
@@ -268,33 +294,45 @@ def bench_descriptors(res: BenchResult, crops: np.ndarray, cfg: BenchConfig) -> 
 def bench_predict(
     res: BenchResult, folder: Path, model_path: Path, work: Path, cfg: BenchConfig
 ) -> None:
-    """``fertool predict`` on the frames, face cache off (so detection really runs)."""
+    """``fertool predict`` on the frames with each detector, face cache off (so detection really
+    runs), with the share of time per stage."""
+    from fertool.faces.config import FaceConfig
     from fertool.predict import predict_paths
     from fertool.serve.runtime import load
 
     model = load(model_path, providers="cpu")
-    out = work / "predict.csv"
-    s = predict_paths(
-        [folder],
-        model,
-        out,
-        batch_size=32,
-        force=True,
-        use_cache=False,
-        detector_threads=cfg.detector_threads,
-        progress=False,
-    )
-    res.rows.append(
-        Row(
-            "end to end",
-            f"fertool predict ({model_path.name})",
-            s.images_per_s,
-            None,
-            s.images,
-            s.seconds,
-            note=", ".join(f"{k} {v}" for k, v in sorted(s.status.items())),
+    for name in cfg.detectors:
+        out = work / f"predict-{name}.csv"
+        what = f"fertool predict --detector {name} ({model_path.name})"
+        face = FaceConfig.from_dict({**model.face_config.to_dict(), "detector": name})
+        try:
+            s = predict_paths(
+                [folder],
+                model,
+                out,
+                batch_size=32,
+                force=True,
+                use_cache=False,
+                face=face,
+                detector_threads=cfg.detector_threads,
+                workers=cfg.workers,
+                progress=False,
+            )
+        except (FertoolError, ImportError, OSError, ValueError) as exc:
+            note = str(exc)[:200]
+            res.rows.append(Row("end to end", what, None, status="unavailable", note=note))
+            continue
+        total = sum(s.stage_seconds.values())
+        shares = {k: v / total for k, v in s.stage_seconds.items()} if total > 0 else {}
+        res.stages[name] = {"seconds": dict(s.stage_seconds), "shares": shares,
+                            "workers": s.workers}
+        note = ", ".join(f"{k} {v}" for k, v in sorted(s.status.items()))
+        note += f"; {s.workers} workers; time per stage: " + ", ".join(
+            f"{k} {100 * v:.0f}%" for k, v in shares.items()
         )
-    )
+        res.rows.append(
+            Row("end to end", what, s.images_per_s, None, s.images, s.seconds, note=note)
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,12 +368,18 @@ def load_frames(cfg: BenchConfig, work: Path) -> tuple[list[np.ndarray], Path, s
         if not frames:
             raise FertoolError(f"--frames {cfg.frames}: no readable images")
         source = f"{len(frames)} frames from {cfg.frames}"
+    elif SFEW.is_dir():
+        return load_frames(BenchConfig(**{**asdict(cfg), "frames": str(SFEW)}), work)
     else:
         frames = synthetic_frames(cfg.n_frames, cfg.frame_size)
         for i, f in enumerate(frames):
             write_png(folder / f"{i:05d}.png", f)
         source = f"{len(frames)} synthetic {cfg.frame_size[0]}x{cfg.frame_size[1]} frames"
     return frames, folder, source
+
+
+#: SFEW-675's raw 720x576 JPEG frames, the bench's default frames when the folder is there.
+SFEW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sfew-675"
 
 
 def _mkdir(p: Path) -> Path:
@@ -438,14 +482,21 @@ def run_bench(
         say("models")
         model, onnx_paths = bench_models(cfg, work, rng)
         res.config["model_tta_flip"] = bool(cfg.model) and _has_tta(onnx_paths)
-        say("ceiling: matrix product and FLOPs")
+        say("ceilings: machine peak, measured float32 and int8 matrix products, FLOPs")
+        from fertool.ceiling import cpu_peak, measured_peak
+
         flops = model_flops(model)
-        gflops = matmul_gflops(cfg.matmul_size, min(cfg.min_seconds, 2.0))
+        passes = 2 if res.config["model_tta_flip"] else 1  # flip TTA: two CNN passes per image
+        measured = measured_peak(cfg.matmul_size, min(cfg.min_seconds, 2.0))
+        gflops = measured["float32_gflop_per_s"]
         res.ceiling = {
             "model_gflop_per_image": flops / 1e9,
+            "passes_per_image": passes,
             "matmul_gflop_per_s": gflops,
             "matmul_size": cfg.matmul_size,
-            "images_per_s": gflops / (flops / 1e9),
+            "images_per_s": gflops / (passes * flops / 1e9),
+            "peak": cpu_peak(),
+            "measured": measured,
         }
         say("backbone: torch eager, onnxruntime float32 and int8")
         bench_backbone(res, model, onnx_paths, cfg, rng)
@@ -471,18 +522,35 @@ def run_bench(
 
 
 def ratios(res: BenchResult) -> dict[str, float | None]:
-    """int8 / torch eager and float32 onnxruntime / ceiling, at each batch size."""
+    """int8 / torch eager; every backbone row's share of the measured and the machine's peak
+    (float32 rows of the float32 peaks, the int8 row of the int8 peaks); BlazeFace / MTCNN end
+    to end."""
+    from fertool.ceiling import share
+
     out: dict[str, float | None] = {}
-    ceiling = res.ceiling.get("images_per_s")
+    c = res.ceiling
+    gflop = c.get("model_gflop_per_image", 0.0) * c.get("passes_per_image", 1)
+    peak, measured = c.get("peak", {}), c.get("measured", {})
     for bs in sorted({r.batch for r in res.rows if r.section == "backbone"}):
         eager = res.get("backbone", "torch eager float32", bs)
         i8 = res.get("backbone", "onnxruntime int8", bs)
-        f32 = res.get("backbone", "onnxruntime float32", bs)
         out[f"int8_over_torch_eager_batch{bs}"] = (
             i8.images_per_s / eager.images_per_s if i8 and i8.images_per_s and eager else None
         )
-        out[f"ort_float32_share_of_ceiling_batch{bs}"] = (
-            f32.images_per_s / ceiling if f32 and f32.images_per_s and ceiling else None
+        for name, key, kind in (
+            ("torch eager float32", "torch_eager", "float32_gflop_per_s"),
+            ("onnxruntime float32", "ort_float32", "float32_gflop_per_s"),
+            ("onnxruntime int8", "ort_int8", "int8_gop_per_s"),
+        ):
+            row = res.get("backbone", name, bs)
+            rate = row.images_per_s if row else None
+            out[f"{key}_share_of_measured_peak_batch{bs}"] = share(rate, gflop, measured.get(kind))
+            out[f"{key}_share_of_machine_peak_batch{bs}"] = share(rate, gflop, peak.get(kind))
+    e2e = {r.what.split("--detector ")[1].split()[0]: r for r in res.rows
+           if r.section == "end to end" and "--detector " in r.what and r.images_per_s}
+    if "blazeface" in e2e and "mtcnn" in e2e:
+        out["end_to_end_blazeface_over_mtcnn"] = (
+            e2e["blazeface"].images_per_s / e2e["mtcnn"].images_per_s
         )
     return out
 
@@ -514,21 +582,44 @@ def to_markdown(res: BenchResult) -> str:
         over = f"{r.n} images, {r.seconds:.1f} s" if r.status == "ok" else r.status
         lines.append(f"| {r.section} | {r.what} | {r.batch or ''} | {rate} | {over} | {r.note} |")
     c = res.ceiling
-    lines += [
-        "",
-        (
-            f"Ceiling: {c['matmul_gflop_per_s']:.1f} GFLOP/s (float32 {c['matmul_size']}x"
-            f"{c['matmul_size']} matrix product) / {c['model_gflop_per_image']:.3f} GFLOP per "
-            f"image = **{c['images_per_s']:.1f} images/s**."
-        ),
-        "",
-    ]
+    lines += ["", *_ceiling_lines(c), ""]
     for key, value in res.ratios.items():
         text = (
-            "-" if value is None else (f"{value:.2f}x" if "over" in key else f"{100 * value:.0f}%")
+            "-" if value is None else (f"{value:.2f}x" if "over" in key else f"{100 * value:.1f}%")
         )
         lines.append(f"- {key.replace('_', ' ')}: **{text}**")
     return "\n".join(lines) + "\n"
+
+
+def _ceiling_lines(c: dict[str, Any]) -> list[str]:
+    def num(v, unit):
+        return "unknown" if v is None else f"{v:.1f} {unit}"
+
+    p, m = c.get("peak", {}), c.get("measured", {})
+    lines = [
+        (
+            f"Ceiling: {c['matmul_gflop_per_s']:.1f} GFLOP/s (best float32 {c['matmul_size']}x"
+            f"{c['matmul_size']} matrix product) / {c['model_gflop_per_image']:.3f} GFLOP per "
+            f"image = **{c['images_per_s']:.1f} images/s**."
+        )
+    ]
+    if p:
+        lines.append(
+            f"- Machine peak: {p['cores']} cores x {num(p['clock_ghz'], 'GHz')} x "
+            f"{p['float32_lanes']} float32 lanes ({p['simd']}) x 2 (FMA) x "
+            f"{p['fma_units_assumed']} FMA units (assumed) = float32 "
+            f"**{num(p['float32_gflop_per_s'], 'GFLOP/s')}**, int8 (4 per lane"
+            f"{', VNNI' if p['vnni'] else ', no VNNI'}) **{num(p['int8_gop_per_s'], 'GOP/s')}**."
+        )
+    if m:
+        lines.append(
+            f"- Measured peak: float32 **{m['float32_gflop_per_s']:.1f} GFLOP/s** "
+            f"({m['float32_kernel']}), int8 **{m['int8_gop_per_s']:.1f} GOP/s** "
+            f"({m['int8_kernel']}); all: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in m.get("all", {}).items())
+            + "."
+        )
+    return lines
 
 
 def write_bench(res: BenchResult, out: str | os.PathLike, force: bool = False) -> tuple[Path, Path]:
