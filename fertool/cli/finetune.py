@@ -55,10 +55,34 @@ from fertool.cli._options import (
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="0 disables.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Flip, rotation/scale/shift jitter, colour jitter, random erasing.")
+@click.option("--flip-only", is_flag=True,
+              help="Augmentation = the mirror image only (p=0.5); the frozen trunk of each crop "
+              "and of its mirror is then cached, so epochs run only the trainable part.")
+@click.option("--head-on", type=click.Choice(["embedding", "pool"]), default="embedding",
+              show_default=True,
+              help="Where the classifier reads: after the 512-d identity bottleneck (the "
+              "paper's), or on the 1792-d pooled layer (bottleneck removed).")
+@click.option("--init-head", type=click.Choice(["random", "logreg"]), default="random",
+              show_default=True,
+              help="logreg (LP-FT): start the head as a logistic regression fitted on the "
+              "frozen features of the fitting part (C by grouped inner CV).")
+@click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              show_default=True,
+              help="Layer-wise LR decay: the k-th trainable block below the head trains at "
+              "backbone-lr * decay^k.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True,
+              help="Decay of an exponential moving average of the weights, used for "
+              "validation, best.pt and the test (0: off; e.g. 0.98).")
+@click.option("--mixup", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Mixup with Beta(a, a) on the trainable part's input (0: off; e.g. 0.4).")
 @click.option("--tta-flip/--no-tta-flip", default=True, show_default=True,
               help="Average predictions over the crop and its mirror image.")
 @click.option("--cache-frozen/--no-cache-frozen", default=True, show_default=True,
               help="Without augmentation: compute the frozen trunk once, train the rest.")
+@click.option("--trunk-cache/--no-trunk-cache", default=True, show_default=True,
+              help="Keep the cached frozen-trunk outputs on disk (CACHE/trunk) for later runs "
+              "with the same weights, crops and depth (other folds, other recipes).")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True,
               help="Share of the training part held out (grouped) for model selection.")
 @click.option("--patience", type=int, default=0, show_default=True,
@@ -89,7 +113,8 @@ from fertool.cli._options import (
               help="DistributedDataParallel under torchrun (detected without it too); "
               "--batch-size stays the global batch.")
 @force_option
-def command(data, out, dry_run, resume, force, augment, face, per_class, ddp, **kw) -> None:
+def command(data, out, dry_run, resume, force, augment, flip_only, face, per_class, ddp,
+            **kw) -> None:
     """Fine-tune FaceNet (InceptionResnetV1) on a folder-per-class dataset.
 
     The training part of the chosen split is split again (grouped the same way) into a fitting and
@@ -101,9 +126,12 @@ def command(data, out, dry_run, resume, force, augment, face, per_class, ddp, **
     from fertool.train.config import TrainConfig
 
     fields = TrainConfig.__dataclass_fields__
+    if flip_only:
+        augment = AugmentConfig(0.5, 0, 0, 0, 0, 0, 0, 0).to_dict()
+    else:
+        augment = AugmentConfig().to_dict() if augment else None
     cfg = TrainConfig(
-        data=data, out=out, face=face, limit=per_class,
-        augment=AugmentConfig().to_dict() if augment else None,
+        data=data, out=out, face=face, limit=per_class, augment=augment,
         **{k: v for k, v in kw.items() if k in fields},
     )
     if dry_run:

@@ -82,6 +82,12 @@ class FerNet(torch.nn.Module):
         batch norms stay in eval mode, see the module docstring).
     backbone : str or Backbone
         Registry name (``inception-resnet-v1``, ``facenet``) or a spec.
+    head_on : {"embedding", "pool"}
+        Where the classifier reads: ``embedding`` (the backbone's own head: for
+        InceptionResnetV1 the 512-d bottleneck ``last_linear``/``last_bn``, then ``logits``), or
+        ``pool``: the head children before the classifier become identities and the classifier
+        reads the spec's ``pool`` tap (1792-d for InceptionResnetV1) directly
+        (:meth:`use_pool_head`). The layer sequence, and so "N layers unfrozen", is unchanged.
 
     Attributes
     ----------
@@ -102,6 +108,7 @@ class FerNet(torch.nn.Module):
         dropout_prob: float = 0.6,
         train_bn: bool = False,
         backbone: str | Backbone = DEFAULT_BACKBONE,
+        head_on: str = "embedding",
     ):
         super().__init__()
         spec = get_backbone(backbone)
@@ -123,6 +130,9 @@ class FerNet(torch.nn.Module):
         self.train_bn = bool(train_bn)
         self.unfreeze: int | None = None
         self.weights_info: WeightsInfo | None = None
+        self.head_on = "embedding"
+        if head_on != "embedding":
+            self.use_pool_head(head_on)
 
     @property
     def num_classes(self) -> int:
@@ -174,6 +184,35 @@ class FerNet(torch.nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised 512-d FaceNet embedding ``(N, 512)``."""
         return self.features(x, "embedding")
+
+    def use_pool_head(self, head_on: str = "pool") -> None:
+        """Put a fresh classifier on the ``pool`` tap; the other head children become identities.
+
+        InceptionResnetV1: ``last_linear`` and ``last_bn`` (the 512-d identity bottleneck) are
+        replaced by ``torch.nn.Identity`` and ``logits`` by a ``Linear(1792, C)``, so the
+        forward pass is avgpool -> dropout -> logits. Call it after loading pretrained weights
+        (which hold the bottleneck). The current unfreeze depth is re-applied.
+
+        Raises
+        ------
+        ValueError
+            For ``head_on`` other than ``pool``, or a backbone without a ``pool`` tap.
+        """
+        if head_on != "pool":
+            raise ValueError(f"head_on={head_on!r}; expected 'embedding' or 'pool'")
+        spec = self.spec
+        tap = spec.feature_taps.get("pool")
+        if tap is None or tap.normalize:
+            raise ValueError(f"head_on='pool': backbone {spec.name!r} declares no 'pool' tap")
+        after = spec.layers.index(tap.after)
+        for name in spec.head:
+            if name != spec.classifier and spec.layers.index(name) > after:
+                setattr(self.backbone, name, torch.nn.Identity())
+        old = getattr(self.backbone, spec.classifier)
+        setattr(self.backbone, spec.classifier, torch.nn.Linear(
+            tap.width, old.out_features, device=old.weight.device, dtype=old.weight.dtype))
+        self.head_on = "pool"
+        self.set_unfreeze(self.unfreeze)
 
     # -- freezing ---------------------------------------------------------------------------
 
@@ -227,6 +266,7 @@ def create_model(
     dropout_prob: float = 0.6,
     download: bool | None = None,
     backbone: str | Backbone = DEFAULT_BACKBONE,
+    head_on: str = "embedding",
 ) -> tuple[FerNet, WeightsInfo | None]:
     """Build a :class:`FerNet`, load pretrained weights, set the trainable layers.
 
@@ -252,6 +292,8 @@ def create_model(
         Passed to :func:`fertool.models.weights.resolve_weights`.
     backbone : str or Backbone
         Registry name or spec (:mod:`fertool.models.registry`).
+    head_on : {"embedding", "pool"}
+        See :class:`FerNet`; ``pool`` replaces the head after the weights are loaded.
 
     Returns
     -------
@@ -280,6 +322,8 @@ def create_model(
             raise ValueError(f"backbone {spec.name!r} declares no way to load weights")
         spec.load_weights(model.backbone, load_state_dict(info.path), origin=info.path)
     model.weights_info = info
+    if head_on != "embedding":
+        model.use_pool_head(head_on)
     model.set_unfreeze(unfreeze)
     model.eval()
     if device is not None:

@@ -60,6 +60,13 @@ class TrainConfig:
     monitor_patience: int = 3
     monitor_stop: bool = False
     backbone: str = "inception-resnet-v1"  # fertool.models.registry name
+    # The fine-tuning recipe (README, "Fine-tuning recipes"); the defaults are the paper's.
+    head_on: str = "embedding"  # embedding (after the 512-d bottleneck) | pool (1792-d)
+    init_head: str = "random"  # random | logreg (LP-FT: the head starts as a linear probe)
+    layer_decay: float = 1.0  # backbone child k below the head: backbone_lr * layer_decay**k
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    mixup: float = 0.0  # Beta(a, a) mixup of the trainable part's input; 0 = off
+    trunk_cache: bool = True  # keep cached frozen-trunk outputs on disk (train/trunkcache.py)
 
     def __post_init__(self):
         if self.weights in ("none", "None", ""):

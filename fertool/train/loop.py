@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from fertool.core.errors import FertoolError
 from fertool.core.labels import LABELS
 from fertool.models.inference import predict_proba
-from fertool.train import ddp
+from fertool.train import ddp, recipe
 from fertool.train.augment import augment_batch
 from fertool.train.checkpoint import from_json, to_json
 from fertool.train.config import TrainConfig
@@ -48,23 +48,8 @@ log = logging.getLogger(__name__)
 # Model pieces
 
 
-def _param_groups(model, cfg: TrainConfig) -> list[dict]:
-    head, body = [], []
-    for name, child in model.backbone.named_children():
-        params = [p for p in child.parameters() if p.requires_grad]
-        (head if name in model.spec.head else body).extend(params)
-    groups = []
-    if head:
-        groups.append({"params": head, "lr": cfg.lr, "name": "head"})
-    if body:
-        groups.append({"params": body, "lr": cfg.backbone_lr, "name": "backbone"})
-    if not groups:
-        raise FertoolError("nothing to train: --unfreeze 0 leaves every parameter frozen")
-    return groups
-
-
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = _param_groups(model, cfg)
+    groups = recipe.param_groups(model, cfg.lr, cfg.backbone_lr, cfg.layer_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
@@ -123,10 +108,11 @@ class Trainer:
         if self.dist is not None:
             self.device = self.dist.device(self.device)
         self.cuda = self.device.type == "cuda"
+        recipe.check_recipe(cfg)
         torch.manual_seed(cfg.seed)
         self.model, self.weights_info = create_model(
             cfg.weights, num_classes=len(LABELS), unfreeze=cfg.unfreeze,
-            preprocessing=run_preprocessing(cfg), backbone=cfg.backbone,
+            preprocessing=run_preprocessing(cfg), backbone=cfg.backbone, head_on=cfg.head_on,
         )
         self.model.to(self.device)
         if self.cuda and cfg.channels_last:
@@ -136,8 +122,14 @@ class Trainer:
         self.start = self.model.split_point()
         self.stop = len(self.model.spec.layers)
         self.cached: torch.Tensor | None = None
-        if cfg.cache_frozen and not self.aug.enabled and self.start > 0:
-            self.cached = self._frozen_outputs(data.x)
+        self.cached_flip: torch.Tensor | None = None  # the frozen trunk of the mirror images
+        flip_only = self.aug.enabled and _flip_only(self.aug)
+        if cfg.cache_frozen and (not self.aug.enabled or flip_only) and self.start > 0:
+            self.cached = self._stored_trunk(data.x, flip=False)
+            if flip_only or cfg.tta_flip:
+                self.cached_flip = self._stored_trunk(data.x, flip=True)
+        self.cached_aug = flip_only and self.cached is not None  # flips drawn from the cache
+        self.head_init: dict | None = None  # what --init-head logreg fitted (fit_head)
         steps = math.ceil(len(data.fit) / cfg.batch_size)
         self.opt = make_optimizer(self.model, cfg)
         self.sched = make_scheduler(self.opt, cfg, steps)
@@ -151,20 +143,78 @@ class Trainer:
             counts = torch.bincount(data.y[data.fit], minlength=len(LABELS)).float()
             weights = torch.where(counts > 0, counts.sum() / (len(LABELS) * counts.clamp(min=1)), 0)
         self.class_weight = None if weights is None else weights.to(self.device)
+        self.ema = recipe.ModelEMA(self.model, cfg.ema) if cfg.ema > 0 else None
 
     # -- set-up helpers ------------------------------------------------------------------
 
     @torch.no_grad()
-    def _frozen_outputs(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def _frozen_outputs(self, x: torch.Tensor, batch_size: int = 64, flip: bool = False,
+                        stop: int | None = None) -> torch.Tensor:
+        """The frozen prefix (or ``layers[:stop]``) on ``x`` (its mirror images with ``flip``)."""
         from tqdm.auto import tqdm
 
         self.model.eval()
+        stop = self.start if stop is None else stop
         out = []
         it = range(0, len(x), batch_size)
-        for i in tqdm(it, desc="frozen trunk (once)", disable=not self.progress, unit="batch"):
+        desc = "frozen trunk (once, mirrored)" if flip else "frozen trunk (once)"
+        for i in tqdm(it, desc=desc, disable=not self.progress, unit="batch"):
             xb = x[i : i + batch_size].to(self.device)
-            out.append(self.model.run_sequence(xb, 0, self.start).cpu())
+            out.append(self.model.run_sequence(xb.flip(-1) if flip else xb, 0, stop).cpu())
         return torch.cat(out)
+
+    def _stored_trunk(self, x: torch.Tensor, flip: bool) -> torch.Tensor:
+        """:meth:`_frozen_outputs`, through the on-disk cache (pretrained weights only)."""
+        w = self.weights_info
+        if w is None or not self.cfg.trunk_cache or self.dist is not None:
+            return self._frozen_outputs(x, flip=flip)
+        from fertool.core.env import cache_dir
+        from fertool.train.trunkcache import cached_trunk, trunk_key
+
+        root = self.cfg.cache_dir or cache_dir()
+        key = trunk_key(self.model.spec.name, w.sha256, self.start, flip, x)
+        return cached_trunk(root, key, lambda: self._frozen_outputs(x, flip=flip))
+
+    def classifier_inputs(self, idx: np.ndarray, flip: bool = False) -> torch.Tensor:
+        """What reaches the classifier for rows ``idx`` in eval mode (the frozen features)."""
+        stop = self.model.spec.layers.index(self.model.spec.classifier)
+        idx_t = torch.as_tensor(idx)
+        cache = self.cached_flip if flip else self.cached
+        if cache is None:
+            return self._frozen_outputs(self.data.x[idx_t], flip=flip, stop=stop)
+        self.model.eval()
+        with torch.no_grad():
+            out = [self.model.run_sequence(cache[idx_t[i : i + 64]].to(self.device),
+                                           self.start, stop).cpu()
+                   for i in range(0, len(idx_t), 64)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def init_head(self) -> dict:
+        """LP-FT: the classifier becomes a logistic regression on the frozen features.
+
+        Fitted on the fitting part only (crops and their mirror images, one group per movie
+        for the inner CV over C); the validation part scores it (``val_accuracy`` before any
+        fine-tuning step) for the record.
+        """
+        t0 = time.perf_counter()
+        fit = np.asarray(self.data.fit)
+        feats = torch.cat([self.classifier_inputs(fit), self.classifier_inputs(fit, flip=True)])
+        y = self.data.y[torch.as_tensor(fit)].numpy()
+        groups = None if self.data.groups is None else np.asarray(self.data.groups)[fit]
+        info = recipe.fit_linear_head(
+            self.model, feats.double().numpy(), np.concatenate([y, y]),
+            None if groups is None else np.concatenate([groups, groups]), seed=self.cfg.seed)
+        if self.dist is not None:  # every process starts from process 0's head
+            clf = getattr(self.model.backbone, self.model.spec.classifier)
+            clf.load_state_dict(self.dist.from_main(
+                {k: v.detach().cpu() for k, v in clf.state_dict().items()}))
+        if self.ema is not None:
+            self.ema = recipe.ModelEMA(self.model, self.cfg.ema)
+        info.update(self._validate())
+        info["seconds"] = time.perf_counter() - t0
+        self.head_init = info
+        log.info("linear-probe head: %s", info)
+        return info
 
     def _make_monitor(self):
         from fertool.train.angles import AngleMonitor, default_layer
@@ -206,6 +256,7 @@ class Trainer:
             "history": to_json(self.history),
             "best": to_json(self.best),
             "monitor": to_json(self.monitor.state_dict() if self.monitor else None),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
         self.run_dir.save_last(payload)
 
@@ -226,6 +277,8 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.history = from_json(ckpt["history"])
         self.best = from_json(ckpt["best"])
+        if self.ema is not None and "ema" in ckpt:
+            self.ema.load_state_dict(ckpt["ema"])
         mon = from_json(ckpt["monitor"])
         if self.monitor is not None and mon is not None:
             self.monitor.load_state_dict(mon)
@@ -259,6 +312,14 @@ class Trainer:
             yb = self.data.y[idx].to(self.device)
             if start == 0 and self.aug.enabled:
                 xb = augment_batch(xb, self.aug, aug_g)
+            elif self.cached_aug:  # flip-only augmentation: the mirror's cached trunk
+                flip = torch.rand(len(idx), generator=aug_g) < self.aug.flip
+                xb = torch.where(flip[(...,) + (None,) * (xb.dim() - 1)],
+                                 self.cached_flip[idx], xb)
+            mix = None
+            if cfg.mixup > 0 and (start > 0 or self.start == 0):  # mixes what the tail gets
+                xb, perm, lam = recipe.mixup_batch(xb, cfg.mixup, aug_g)
+                mix = (yb[perm.to(self.device)], lam)
             xb = xb.to(self.device, non_blocking=True)
             if self.cuda and cfg.channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -266,12 +327,16 @@ class Trainer:
                 if start == 0 and self.start > 0:
                     with torch.no_grad():  # the frozen prefix needs no graph
                         xb = self.model.run_sequence(xb, 0, self.start)
+                    if cfg.mixup > 0:  # mixup of the trunk's output (what the tail gets)
+                        xb, perm, lam = recipe.mixup_batch(xb, cfg.mixup, aug_g)
+                        mix = (yb[perm.to(self.device)], lam)
                     start_here = self.start
                 else:
                     start_here = start
                 logits = self.tail(xb, start_here, self.stop)
-                loss = F.cross_entropy(logits.float(), yb, weight=self.class_weight,
-                                       label_smoothing=cfg.label_smoothing)
+                loss = self._loss(logits.float(), yb)
+                if mix is not None:
+                    loss = mix[1] * loss + (1.0 - mix[1]) * self._loss(logits.float(), mix[0])
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -282,6 +347,8 @@ class Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             n = len(idx)
             total += n
             loss_sum += float(loss.detach()) * n
@@ -297,6 +364,16 @@ class Trainer:
             "images_per_s": total / seconds if seconds > 0 else float("nan"),
         }
 
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=self.class_weight,
+                               label_smoothing=self.cfg.label_smoothing)
+
+    def evaluated_weights(self):
+        """A context in which the model holds the weights that are evaluated (EMA or live)."""
+        import contextlib
+
+        return self.ema.swapped(self.model) if self.ema is not None else contextlib.nullcontext()
+
     def _validate(self) -> dict:
         idx = self.data.val
         if len(idx) == 0:
@@ -307,9 +384,13 @@ class Trainer:
 
     def _proba(self, idx: np.ndarray) -> np.ndarray:
         idx_t = torch.as_tensor(idx)
-        if self.cached is not None and not self.cfg.tta_flip:
-            return predict_proba(self.model, self.cached[idx_t], device=self.device,
-                                 start=self.start)
+        if self.cached is not None and (self.cached_flip is not None or not self.cfg.tta_flip):
+            p = predict_proba(self.model, self.cached[idx_t], device=self.device,
+                              start=self.start)
+            if self.cfg.tta_flip:  # the mean of the two softmaxes, as flip_mean computes it
+                p = (p + predict_proba(self.model, self.cached_flip[idx_t], device=self.device,
+                                       start=self.start)) / 2
+            return p
         return predict_proba(self.model, self.data.x[idx_t], tta_flip=self.cfg.tta_flip,
                              device=self.device)
 
@@ -317,7 +398,8 @@ class Trainer:
         """Train one epoch, validate, measure the angles: the epoch's row of metrics.jsonl."""
         row = {"epoch": epoch, **self._train_epoch(epoch)}
         row["lr"] = self.opt.param_groups[0]["lr"]
-        row.update(self._validate())
+        with self.evaluated_weights():
+            row.update(self._validate())
         if self.monitor is not None:
             stats = self.monitor.measure(epoch, loss=row["train_loss"])
             row["angles"] = {k: v for k, v in stats.to_dict().items()
@@ -347,7 +429,8 @@ class Trainer:
             row = self._epoch(epoch)
             self.epoch = epoch
             self.history.append(row)
-            self._keep_if_best(epoch, row)
+            with self.evaluated_weights():
+                self._keep_if_best(epoch, row)
             self.save_last()
             if self.main:
                 self.run_dir.write_metrics(self.history)
@@ -394,9 +477,13 @@ def run(cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress
     trainer = Trainer(cfg, data, progress=progress)
     if resume:
         trainer.load_last()
+        trainer.head_init = run_dir.read_config().get("head_init") if trainer.main else None
         log.info("resumed after epoch %d", trainer.epoch)
-    elif trainer.main:
-        run_dir.write_config(_config_record(cfg, data, trainer))
+    else:
+        if cfg.init_head == "logreg":
+            trainer.init_head()
+        if trainer.main:
+            run_dir.write_config(_config_record(cfg, data, trainer))
     trainer.fit(callbacks=callbacks)
     if not trainer.main:
         return {}  # process 0 evaluates and reports
@@ -419,6 +506,7 @@ def _config_record(cfg: TrainConfig, data: Prepared, trainer: Trainer) -> dict:
         "preprocessing": trainer.model.preprocessing.to_dict(),
         "labels": list(LABELS),
         "skipped": data.skipped, "face_fallbacks": data.fallbacks,
+        **({"head_init": to_json(trainer.head_init)} if trainer.head_init else {}),
     }
 
 
@@ -433,7 +521,7 @@ def finish(trainer: Trainer) -> dict:
     cfg, rd = trainer.cfg, trainer.run_dir
     test = trainer.evaluate_test()
     res = test["result"]
-    method = f"finetune-{cfg.weights or 'none'}-unfreeze{cfg.unfreeze}"
+    method = f"finetune-{cfg.weights or 'none'}-unfreeze{cfg.unfreeze}" + _recipe_suffix(cfg)
     mr = MethodResult(
         method=method, accuracy_mean=res.accuracy, accuracy_std=0.0, macro_f1=res.macro_f1,
         macro_f1_std=0.0, per_class_recall=res.per_class_recall, n_folds=1,
@@ -468,8 +556,33 @@ def finish(trainer: Trainer) -> dict:
               "epochs": trainer.epoch, "best_epoch": test["best_epoch"],
               "weights": None if w is None else f"{w.name} sha256:{w.sha256[:16]}",
               "unfreeze": cfg.unfreeze, "command": command_line(), "versions": versions(),
+              **({"linear_probe_head": _head_note(trainer.head_init)}
+                 if trainer.head_init else {}),
               **({"validation": trainer.data.validation_note}
                  if trainer.data.validation_note else {})},
         images=images,
         notes=[trainer.data.validation_note] if trainer.data.validation_note else None,
     )
+
+
+def _flip_only(aug) -> bool:
+    """True when the augmentation is the mirror image only (cacheable per image)."""
+    from dataclasses import asdict
+
+    return aug.flip > 0 and not any(
+        v for k, v in asdict(aug).items() if k not in ("flip", "erase_area"))
+
+
+def _recipe_suffix(cfg: TrainConfig) -> str:
+    """``-pool-lpft-ema`` ...: the recipe in the method name (empty for the paper's)."""
+    parts = ["pool"] if cfg.head_on == "pool" else []
+    parts += ["lpft"] if cfg.init_head == "logreg" else []
+    parts += ["ema"] if cfg.ema > 0 else []
+    parts += ["mixup"] if cfg.mixup > 0 else []
+    return "".join(f"-{p}" for p in parts)
+
+
+def _head_note(info: dict) -> str:
+    return (f"logistic regression on frozen features, C={info['C']:g} (grouped inner CV "
+            f"accuracy {100 * info['cv_accuracy']:.1f}%), validation accuracy before "
+            f"fine-tuning {100 * info['val_accuracy']:.1f}%")

@@ -72,6 +72,9 @@ class TrainPlan:
             (f"epochs: {cfg.epochs}, batch size {cfg.batch_size}, optimizer {cfg.optimizer}, "
             f"lr {cfg.lr} (head) / {cfg.backbone_lr} (backbone)"),
             f"augmentation: {'on' if cfg.augment else 'off'}{cached}",
+            (f"recipe: head on {cfg.head_on}, head init {cfg.init_head}, layer decay "
+             f"{cfg.layer_decay:g}, EMA {cfg.ema:g}, mixup {cfg.mixup:g}, "
+             f"patience {cfg.patience}"),
             "",
             format_unfreeze_table(unfreeze_table(backbone=cfg.backbone), backbone=cfg.backbone),
         ]
@@ -98,7 +101,7 @@ def _parameters(cfg: TrainConfig) -> tuple[int, int]:
     from fertool.models.fernet import FerNet, trainable_parameters
 
     with torch.device("meta"):  # structure only, no weights allocated
-        model = FerNet(len(LABELS), backbone=cfg.backbone)
+        model = FerNet(len(LABELS), backbone=cfg.backbone, head_on=cfg.head_on)
     model.set_unfreeze(cfg.unfreeze)
     return trainable_parameters(model), sum(p.numel() for p in model.parameters())
 

@@ -237,7 +237,8 @@ class RunDir:
         if tuple(pre.labels) != labels:
             pre = Preprocessing.from_dict({**pre.to_dict(), "labels": list(labels)})
         backbone = config.get("backbone") or DEFAULT_BACKBONE
-        model = FerNet(num_classes=len(labels), preprocessing=pre, backbone=backbone)
+        model = FerNet(num_classes=len(labels), preprocessing=pre, backbone=backbone,
+                       head_on=config.get("head_on") or "embedding")
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
