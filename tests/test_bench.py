@@ -12,10 +12,15 @@ pytest.importorskip("onnxruntime")
 
 
 def test_bench_smoke_run_writes_markdown_and_json(tmp_path_factory, tmp_path):
-    from fertool.bench import BenchConfig, run_bench, write_bench
+    from fertool.bench import BenchConfig, run_bench, synthetic_frames, write_bench
+    from fertool.core.io import write_png
 
     onnx_path = exported_fernet(tmp_path_factory)["onnx"]
+    frames = tmp_path_factory.mktemp("frames")  # generated, so ../shared's SFEW is not used
+    for i, f in enumerate(synthetic_frames(2, (160, 128))):
+        write_png(frames / f"{i}.png", f)
     cfg = BenchConfig(
+        frames=str(frames),
         n_frames=2,
         frame_size=(160, 128),
         model=str(onnx_path),
@@ -33,10 +38,17 @@ def test_bench_smoke_run_writes_markdown_and_json(tmp_path_factory, tmp_path):
         for name in ("torch eager float32", "onnxruntime float32", "onnxruntime int8"):
             assert ("backbone", name, bs) in whats
     faces = [r for r in data["rows"] if r["section"] == "faces"]
-    assert {r["what"] for r in faces} == {"MTCNN full resolution", "MTCNN half resolution"}
-    assert all("torch threads 1" in r["note"] for r in faces)  # as fertool predict runs it
+    assert {r["what"] for r in faces} == {
+        "blazeface full resolution", "mtcnn full resolution", "mtcnn half resolution"
+    }
+    assert all("detector threads" in r["note"] for r in faces if r["status"] == "ok")
     assert len([r for r in data["rows"] if r["section"] == "descriptors"]) == 2
-    assert len([r for r in data["rows"] if r["section"] == "end to end"]) == 1
+    e2e = [r for r in data["rows"] if r["section"] == "end to end"]
+    assert [r["what"].split()[3] for r in e2e] == ["blazeface", "mtcnn"]
+    mtcnn = data["stages"]["mtcnn"]
+    assert set(mtcnn["shares"]) == {"decode", "detect", "align", "model"}
+    assert sum(mtcnn["shares"].values()) == pytest.approx(1.0)
+    assert mtcnn["seconds"]["detect"] > 0 and mtcnn["seconds"]["model"] > 0
     for r in data["rows"]:
         if r["status"] == "ok":
             assert r["images_per_s"] > 0 and r["n"] > 0
@@ -44,8 +56,18 @@ def test_bench_smoke_run_writes_markdown_and_json(tmp_path_factory, tmp_path):
     assert int8.status == "unavailable" and "quantisation off" in int8.note
     c = data["ceiling"]
     assert c["model_gflop_per_image"] == pytest.approx(2.835, abs=0.01)
-    assert c["images_per_s"] == pytest.approx(c["matmul_gflop_per_s"] / c["model_gflop_per_image"])
-    assert data["ratios"]["ort_float32_share_of_ceiling_batch1"] > 0
+    passes = c["passes_per_image"]
+    assert c["images_per_s"] == pytest.approx(
+        c["matmul_gflop_per_s"] / (passes * c["model_gflop_per_image"])
+    )
+    assert c["measured"]["float32_gflop_per_s"] == c["matmul_gflop_per_s"] > 0
+    assert c["measured"]["int8_gop_per_s"] > 0
+    peak = c["peak"]
+    if peak["float32_gflop_per_s"] is not None:  # the machine's peak is above what ran
+        assert peak["float32_gflop_per_s"] >= c["measured"]["float32_gflop_per_s"]
+        assert peak["int8_gop_per_s"] >= c["measured"]["int8_gop_per_s"]
+    share = data["ratios"]["ort_float32_share_of_measured_peak_batch1"]
+    assert share is not None and share > 0
     assert data["ratios"]["int8_over_torch_eager_batch1"] is None
     text = md.read_text()
     assert "| backbone | onnxruntime float32 | 2 |" in text and "Ceiling:" in text
