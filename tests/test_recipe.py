@@ -22,11 +22,13 @@ def tiny_dataset(tmp_path_factory):
     from fertool.data.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
-    return make_dataset(root / "data", n_per_class=8, seed=1, n_groups=4, width=200, height=160)
+    return make_dataset(root / "data", n_per_class=6, seed=1, n_groups=4, width=200, height=160)
 
 
 def _cfg(data, out, **kw):
-    base = {"data": str(data), "out": str(out), "weights": None, "unfreeze": 6, "epochs": 2,
+    # Unfreeze 3 with the pool head trains the classifier only: the whole trunk is cached once,
+    # which keeps these runs cheap on a busy 2-core machine.
+    base = {"data": str(data), "out": str(out), "weights": None, "unfreeze": 3, "epochs": 2,
             "batch_size": 8, "protocol": "movie", "val_fraction": 0.25, "tta_flip": True,
             "head_on": "pool", "augment": FLIP_ONLY, "cache_dir": str(data.parent / "faces")}
     base.update(kw)
@@ -176,7 +178,7 @@ def test_recipe_run_writes_its_record_and_reloads(tiny_dataset, prepared, tmp_pa
                layer_decay=0.8, patience=5)
     report = run(cfg, progress=False, data=prepared)
     r = report["results"][0]
-    assert r["method"] == "finetune-none-unfreeze6-pool-lpft-ema-mixup"
+    assert r["method"] == "finetune-none-unfreeze3-pool-lpft-ema-mixup"
     rec = json.loads((tmp_path / "r" / "config.json").read_text())
     assert rec["config"]["head_on"] == "pool" and rec["head_init"]["n"] == 2 * len(prepared.fit)
     assert 0 <= rec["head_init"]["val_accuracy"] <= 1
@@ -251,3 +253,18 @@ def test_trunk_cache_computes_once_and_survives_a_damaged_file(tmp_path):
     assert len(calls) == 1 and torch.equal(first, again) and torch.equal(again, x * 2)
     (tmp_path / "trunk" / f"{key}.npy").write_bytes(b"not an array")
     assert torch.equal(cached_trunk(tmp_path, key, compute), x * 2) and len(calls) == 2
+
+
+def test_dry_run_shows_the_recipe_and_the_pool_head_count(tiny_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+
+    res = CliRunner().invoke(main, [
+        "finetune", "--data", str(tiny_dataset), "--out", str(tmp_path / "d"), "--weights",
+        "none", "--unfreeze", "9", "--head-on", "pool", "--init-head", "logreg", "--flip-only",
+        "--ema", "0.98", "--layer-decay", "0.8", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "trainable parameters 19,863,815" in res.output
+    assert "mirror images only" in res.output
+    assert "head on pool, head init logreg, layer decay 0.8, EMA 0.98" in res.output

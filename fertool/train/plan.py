@@ -56,7 +56,15 @@ class TrainPlan:
 
         cfg, m, s = self.config, self.manifest, self.split
         amp = " (mixed precision)" if self.device.startswith("cuda") and cfg.amp else ""
-        cached = "" if cfg.augment or not cfg.cache_frozen else " (frozen trunk cached)"
+        aug = cfg.augment_config
+        flip_only = aug.enabled and aug == type(aug)(flip=aug.flip, rotate=0, scale=0,
+                                                      translate=0, brightness=0, contrast=0,
+                                                      saturation=0, erase=0,
+                                                      erase_area=aug.erase_area)
+        cacheable = cfg.cache_frozen and (not aug.enabled or flip_only)
+        cached = " (frozen trunk cached)" if cacheable else ""
+        if flip_only:
+            cached = " (mirror images only; frozen trunk of crops and mirrors cached)"
         lines = [
             f"device: {self.device}{amp}",
             f"weights: {cfg.weights or 'none (random initialisation)'}",
