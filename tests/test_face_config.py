@@ -94,11 +94,11 @@ def test_the_detector_is_recorded_only_when_not_the_default(fake_detector):
     assert FaceConfig.from_dict(c.to_dict()) == c
     assert c.detection_key() != FaceConfig().detection_key()
     assert "detector" in c.detection_settings()
-    assert detectors.available() == ("mtcnn", fake_detector)
+    assert detectors.available() == ("blazeface", "mtcnn", fake_detector)
     with pytest.raises(ValueError, match="already registered"):
         detectors.register(fake_detector, _FakeDetector, version="x")
-    with pytest.raises(ValueError, match="detector must be one of mtcnn, test-fake"):
-        FaceConfig(detector="blazeface")
+    with pytest.raises(ValueError, match="detector must be one of blazeface, mtcnn, test-fake"):
+        FaceConfig(detector="retinaface")
 
 
 def test_the_stage_runs_a_registered_detector_and_maps_boxes_back(fake_detector):
@@ -115,9 +115,18 @@ def test_the_stage_runs_a_registered_detector_and_maps_boxes_back(fake_detector)
 
 
 def test_cli_detector_names_match_the_registry():
-    from fertool.cli._options import DETECTORS
+    from fertool.cli._options import DEFAULT_DETECTOR, DETECTORS
 
     assert set(DETECTORS) == set(detectors.available())
+    assert DEFAULT_DETECTOR == detectors.DEFAULT_DETECTOR
+
+
+@pytest.mark.parametrize("name", ["faces", "embed", "finetune", "compare-baselines"])
+def test_cli_default_detector_is_the_library_default(name):
+    """The option's default is the library's (it once followed the first name of the list)."""
+    cmd = main.get_command(click.Context(main), name)
+    (opt,) = [p for p in cmd.params if "--detector" in getattr(p, "opts", ())]
+    assert opt.default == detectors.DEFAULT_DETECTOR == "mtcnn"
 
 
 @pytest.mark.parametrize("name", FACE_COMMANDS)

@@ -15,8 +15,9 @@ import click
 from click.core import ParameterSource
 
 #: Names of fertool.faces.detectors.available(), restated so that `fertool --help` imports
-#: nothing (a test keeps the two equal).
+#: nothing (a test keeps the two equal), and the library's default detector, likewise.
 DETECTORS = ("blazeface", "mtcnn")
+DEFAULT_DETECTOR = "mtcnn"
 #: Face option -> FaceConfig field.
 FACE_FIELDS = {
     "faces": "faces",
@@ -183,7 +184,7 @@ def _face_options(command, from_model: bool):
         show_default=not from_model,
         help="Which face to use when an image has several" + note + ".",
     )(f)
-    value, note = default(DETECTORS[0])
+    value, note = default(DEFAULT_DETECTOR)
     f = click.option(
         "--detector",
         type=click.Choice(DETECTORS),
