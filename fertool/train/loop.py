@@ -506,7 +506,7 @@ def _config_record(cfg: TrainConfig, data: Prepared, trainer: Trainer) -> dict:
         "preprocessing": trainer.model.preprocessing.to_dict(),
         "labels": list(LABELS),
         "skipped": data.skipped, "face_fallbacks": data.fallbacks,
-        **({"head_init": to_json(trainer.head_init)} if trainer.head_init else {}),
+        **({"head_init": trainer.head_init} if trainer.head_init else {}),
     }
 
 
