@@ -103,6 +103,8 @@ def test_bench_default_exports_and_quantises_its_own_model(tmp_path):
     for name in ("onnxruntime float32", "onnxruntime int8"):
         row = res.get("backbone", name, 1)
         assert row.status == "ok" and row.images_per_s > 0, row
-    (e2e,) = [r for r in res.rows if r.section == "end to end"]
-    assert e2e.status == "ok" and "bench.int8.onnx" in e2e.what and e2e.n == 1
+    e2e = [r for r in res.rows if r.section == "end to end"]  # one row per detector
+    assert any(r.status == "ok" for r in e2e), e2e
+    for r in e2e:
+        assert r.status != "ok" or ("bench.int8.onnx" in r.what and r.n == 1), r
     assert res.config["model_tta_flip"] is False
