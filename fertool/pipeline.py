@@ -131,9 +131,9 @@ def pipelined_faces(
     """Face records of ``paths`` in input order, made by ``workers`` threads (see the module
     docstring). Bad files give ``error`` records, as in ``extract_faces``."""
     from fertool.core.errors import ImageReadError
-    from fertool.core.io import read_image, sha256_file
+    from fertool.core.io import read_image
     from fertool.faces.cache import FaceCache
-    from fertool.faces.stage import FaceStage, analysis_records
+    from fertool.faces.stage import FaceStage, analysis_records, cache_lookup
     from fertool.faces.types import error_record
 
     workers, threads = thread_plan(workers, detector_threads)
@@ -159,16 +159,9 @@ def pipelined_faces(
 
     def one(path) -> list[FaceRecord]:
         name = str(path)
-        digest = None
-        if cache is not None:
-            try:
-                digest = sha256_file(path)
-            except OSError:
-                digest = None  # unreadable: read_image below says why
-            if digest is not None:
-                analysis = cache.load(digest)
-                if analysis is not None:
-                    return list(analysis_records(analysis, config, name, all_faces, cached=True))
+        digest, hit = cache_lookup(cache, path, config, all_faces)
+        if hit is not None:
+            return hit
         t = time.perf_counter()
         try:
             image = read_image(path)

@@ -268,7 +268,7 @@ def extract_faces(
     from tqdm import tqdm
 
     from fertool.core.errors import ImageReadError
-    from fertool.core.io import read_image, sha256_file
+    from fertool.core.io import read_image
 
     config = config if config is not None else FaceConfig()
 
@@ -296,17 +296,10 @@ def extract_faces(
     try:
         for path in bar:
             name = str(path)
-            digest = None
-            if cache is not None:
-                try:
-                    digest = sha256_file(path)
-                except OSError:
-                    digest = None  # unreadable: read_image below says why
-                if digest is not None:
-                    analysis = cache.load(digest)
-                    if analysis is not None:
-                        yield from analysis_records(analysis, config, name, all_faces, cached=True)
-                        continue
+            digest, hit = cache_lookup(cache, path, config, all_faces)
+            if hit is not None:
+                yield from hit
+                continue
             try:
                 image = read_image(path)
             except ImageReadError as exc:
@@ -377,3 +370,23 @@ def face_crops(
     if crops:
         return np.stack(crops), records
     return np.zeros((0, config.size, config.size, 3), np.uint8), records
+
+
+def cache_lookup(cache, path, config, all_faces: bool):
+    """``(digest, records)`` of ``path`` from the face cache: records is None on a miss.
+
+    ``digest`` is the file's sha256 (None without a cache, or when the file cannot be read:
+    reading it again then says why), for storing the analysis after a miss.
+    """
+    if cache is None:
+        return None, None
+    from fertool.core.io import sha256_file
+
+    try:
+        digest = sha256_file(path)
+    except OSError:
+        return None, None  # unreadable: read_image says why
+    analysis = cache.load(digest)
+    if analysis is None:
+        return digest, None
+    return digest, list(analysis_records(analysis, config, str(path), all_faces, cached=True))
