@@ -272,7 +272,8 @@ class FittedHead:
 def cv_splitter(y, groups=None, cv: int = 3, seed: int = 0):
     """The inner cross-validation: StratifiedGroupKFold with groups, else StratifiedKFold.
 
-    Both shuffle with ``seed``, as the outer protocols do (:func:`fertool.data.dataset.make_splits`).
+    Both shuffle with ``seed``, as the outer protocols do
+    (:func:`fertool.data.dataset.make_splits`).
 
     Raises
     ------
