@@ -40,8 +40,9 @@ def make_dataset(
     seven capitalised labels, so :func:`fertool.data.dataset.discover` finds seven classes
     grouped by ``group``. A group (``synth00`` ...) plays the part of a movie: a background
     style, a light direction and two or three recurring identities. A clip holds one to three
-    frames of the same face with small changes of pose, gaze and expression. ``root/synthetic.json`` records the
-    settings and, per image, the boxes and landmarks of its faces.
+    frames of the same face with small changes of pose, gaze and expression.
+    ``root/synthetic.json`` records the settings and, per image, the boxes and landmarks of its
+    faces.
 
     Parameters
     ----------
