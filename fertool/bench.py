@@ -3,8 +3,8 @@
 Measured, in images per second:
 
 - the ceilings (:mod:`fertool.ceiling`), float32 and int8: the machine's peak (cores x clock x
-  SIMD FMA width from the CPU's flags) and a measured peak (the fastest of onnxruntime's MatMul /
-  MatMulInteger and torch.mm on large matrices), over the model's FLOPs per image counted with
+  SIMD FMA width from the CPU's flags) and a measured peak (the fastest of onnxruntime's MatMul,
+  Conv, MatMulInteger and QLinearConv and torch.mm), over the model's FLOPs per image counted with
   ``torch.utils.flop_counter`` (about 2.84 GFLOP for InceptionResnetV1 at 160 px); every model
   row's share of them;
 - the backbone: torch eager, onnxruntime float32 and onnxruntime int8, at batch 1 and 32;
@@ -482,7 +482,7 @@ def run_bench(
         say("models")
         model, onnx_paths = bench_models(cfg, work, rng)
         res.config["model_tta_flip"] = bool(cfg.model) and _has_tta(onnx_paths)
-        say("ceilings: machine peak, measured float32 and int8 matrix products, FLOPs")
+        say("ceilings: machine peak, the fastest float32 and int8 kernels measured, FLOPs")
         from fertool.ceiling import cpu_peak, measured_peak
 
         flops = model_flops(model)
@@ -598,8 +598,8 @@ def _ceiling_lines(c: dict[str, Any]) -> list[str]:
     p, m = c.get("peak", {}), c.get("measured", {})
     lines = [
         (
-            f"Ceiling: {c['matmul_gflop_per_s']:.1f} GFLOP/s (best float32 {c['matmul_size']}x"
-            f"{c['matmul_size']} matrix product) / {c['model_gflop_per_image']:.3f} GFLOP per "
+            f"Ceiling: {c['matmul_gflop_per_s']:.1f} GFLOP/s (the fastest float32 kernel measured: "
+            f"{c['measured']['float32_kernel']}) / {c['model_gflop_per_image']:.3f} GFLOP per "
             f"image = **{c['images_per_s']:.1f} images/s**."
         )
     ]

@@ -1,5 +1,5 @@
 """The machine's ceilings for ``fertool bench``: its peak from the CPU's flags, and a measured
-peak with the fastest matrix-product kernel at hand, for float32 and int8.
+peak with the fastest kernel at hand (matrix products and convolutions), for float32 and int8.
 
 - **Peak** = available cores x clock x FLOPs per cycle and core. FLOPs per cycle come from the
   widest SIMD FMA in ``/proc/cpuinfo``'s flags (``avx512f``: 16 float32 lanes; ``avx2`` with
@@ -10,10 +10,14 @@ peak with the fastest matrix-product kernel at hand, for float32 and int8.
   ``vpmaddubsw`` + ``vpmaddwd`` pair reaches the same products in two instructions, so measured
   int8 rarely passes half of it). The clock is the largest ``cpu MHz`` listed (or the cpufreq
   maximum when the kernel exposes it).
-- **Measured** = the best of onnxruntime's own MatMul (float32) and torch.mm, and for int8
-  onnxruntime's MatMulInteger (uint8 x int8 -> int32, the kernel its dynamic quantization runs)
-  on large square matrices. numpy's product is not used: here OpenBLAS runs an older kernel
-  (``OPENBLAS_CORETYPE``), which put onnxruntime at "over 200 % of the ceiling".
+- **Measured** = the best of onnxruntime's own MatMul (two square sizes), its Conv (3x3, 256
+  channels, batch 32: the blocked NCHWc kernel a CNN runs, which beats its MatMul by about 50% on
+  AVX-512) and torch.mm for float32; for int8 onnxruntime's MatMulInteger (uint8 x int8 -> int32,
+  the kernel of its dynamic quantization; two sizes) and QLinearConv (same convolution). A
+  matrix product alone is not the fastest kernel: with it as the ceiling, onnxruntime's float32
+  FaceNet came out at 136% and int8 at 105% of "the peak" on an AVX-512 machine. numpy's product
+  is not used: here OpenBLAS runs an older kernel (``OPENBLAS_CORETYPE``), which put onnxruntime
+  at "over 200 % of the ceiling".
 
 Owns: the ceilings. May import: ``fertool.core`` (onnx, onnxruntime and torch inside functions).
 """
@@ -138,6 +142,54 @@ def _ort_matmul(n: int, int8: bool, threads: int | None, min_seconds: float) -> 
     return 2.0 * n**3 * rate
 
 
+#: The convolution probe: batch, channels in = out, side, kernel (Inception-ResNet's 17x17 stage).
+CONV_PROBE = (32, 256, 17, 3)
+
+
+def _ort_conv(int8: bool, threads: int | None, min_seconds: float) -> float:
+    """Operations per second of onnxruntime's Conv (float32) or QLinearConv (uint8 x int8) on
+    :data:`CONV_PROBE`."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    n, c, h, k = CONV_PROBE
+    rng = np.random.default_rng(0)
+    pads = [k // 2] * 4
+    if int8:
+        x = rng.integers(0, 256, (n, c, h, h), dtype=np.uint8)
+        w = rng.integers(-128, 128, (c, c, k, k), dtype=np.int8)
+        consts = {"xs": np.float32(0.01), "xz": np.uint8(128), "ws": np.float32(0.01),
+                  "wz": np.int8(0), "ys": np.float32(0.5), "yz": np.uint8(128)}
+        inputs = ["X", "xs", "xz", "W", "ws", "wz", "ys", "yz"]
+        node = helper.make_node("QLinearConv", inputs, ["Y"], pads=pads)
+        kind = TensorProto.UINT8
+    else:
+        x = rng.standard_normal((n, c, h, h)).astype(np.float32)
+        w = rng.standard_normal((c, c, k, k)).astype(np.float32)
+        consts = {}
+        node = helper.make_node("Conv", ["X", "W"], ["Y"], pads=pads)
+        kind = TensorProto.FLOAT
+    inits = [numpy_helper.from_array(w, "W")]
+    inits += [numpy_helper.from_array(np.asarray(v), name) for name, v in consts.items()]
+    graph = helper.make_graph(
+        [node],
+        "ceiling_conv",
+        [helper.make_tensor_value_info("X", kind, list(x.shape))],
+        [helper.make_tensor_value_info("Y", kind, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    sess = ort.InferenceSession(
+        model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
+    )
+    rate = _timed_rate(lambda: sess.run(None, {"X": x}), min_seconds)
+    return 2.0 * n * c * c * k * k * h * h * rate
+
+
 def _torch_mm(n: int, min_seconds: float) -> float | None:
     try:
         import torch
@@ -150,13 +202,18 @@ def _torch_mm(n: int, min_seconds: float) -> float | None:
 def measured_peak(
     n: int = 2048, min_seconds: float = 2.0, threads: int | None = None
 ) -> dict[str, Any]:
-    """The fastest float32 and int8 matrix products measured here (GFLOP/s, GOP/s) and which
-    kernel gave each."""
-    f32 = {"onnxruntime MatMul": _ort_matmul(n, False, threads, min_seconds) / 1e9}
+    """The fastest float32 and int8 kernels measured here (GFLOP/s, GOP/s) and which kernel gave
+    each: matrix products of side ``n // 2`` and ``n``, and the :data:`CONV_PROBE` convolution."""
+    sizes = sorted({max(2, n // 2), n})
+    f32 = {f"onnxruntime MatMul {m}": _ort_matmul(m, False, threads, min_seconds) / 1e9
+           for m in sizes}
+    f32["onnxruntime Conv 3x3"] = _ort_conv(False, threads, min_seconds) / 1e9
     mm = _torch_mm(n, min_seconds)
     if mm is not None:
         f32["torch.mm"] = mm / 1e9
-    i8 = {"onnxruntime MatMulInteger": _ort_matmul(n, True, threads, min_seconds) / 1e9}
+    i8 = {f"onnxruntime MatMulInteger {m}": _ort_matmul(m, True, threads, min_seconds) / 1e9
+          for m in sizes}
+    i8["onnxruntime QLinearConv 3x3"] = _ort_conv(True, threads, min_seconds) / 1e9
     best32 = max(f32, key=f32.get)
     best8 = max(i8, key=i8.get)
     return {

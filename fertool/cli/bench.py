@@ -59,9 +59,10 @@ def _batch_sizes(ctx, param, value: str) -> tuple[int, ...]:
 def command(out, frames, n_frames, model, int8, batch_sizes, min_seconds, force):
     """Time every stage on this machine and write OUT/bench.md and OUT/bench.json.
 
-    MTCNN at full and half resolution, LPQ and PHOG, the backbone in torch eager vs onnxruntime
-    float32 vs int8 (batch 1 and 32), fertool predict end to end, and the ceiling: measured
-    float32 matrix-product GFLOP/s over the model's FLOPs per image.
+    MTCNN and BlazeFace, LPQ and PHOG, the backbone in torch eager vs onnxruntime float32 vs int8
+    (batch 1 and 32), fertool predict end to end with each detector, and the ceilings: the
+    machine's float32 and int8 peak from its CPU flags, the fastest kernels measured (matrix
+    products and convolutions), and each backbone row's share of both.
     """
     from pathlib import Path
 
