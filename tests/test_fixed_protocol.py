@@ -112,6 +112,36 @@ def test_selection_on_a_validation_part_keeps_the_best_candidate():
     assert fitted.cv_score_ == pytest.approx((again.predict(Xv) == yv).mean())
 
 
+@pytest.mark.parametrize("head", ["nystroem-svm", "pca+nystroem-svm", "pca+logreg"])
+def test_selection_fits_each_transformer_once_per_setting_and_matches_full_fits(head):
+    """The kernel map (and scaler, PCA) is fitted once per gamma, not once per alpha; every
+    candidate equals a full fit of its own parameters (a slow reference)."""
+    from sklearn.kernel_approximation import Nystroem
+
+    X, y = _blobs(300, 5)
+    Xv, yv = _blobs(120, 6)
+    calls = []
+    original = Nystroem.fit
+
+    def counted(self, *a, **k):
+        calls.append(self.gamma)
+        return original(self, *a, **k)
+
+    Nystroem.fit = counted
+    try:
+        fitted = fit_head(head, X, y, validation=(Xv, yv))
+    finally:
+        Nystroem.fit = original
+    grid = fitted.cv["grid"]
+    gammas = grid.get("clf__map__gamma", [])
+    assert sorted(calls) == sorted(gammas)  # one map per gamma (two), not one per candidate
+    for cand in fitted.cv["scores"]:
+        ref = make_head(head).set_params(**cand["params"]).fit(X, y)
+        assert cand["score"] == pytest.approx((ref.predict(Xv) == yv).mean(), abs=0)
+    best = make_head(head).set_params(**fitted.best_params_).fit(X, y)
+    np.testing.assert_array_equal(fitted.estimator.predict(Xv), best.predict(Xv))
+
+
 @pytest.mark.parametrize("head", ["nystroem-svm", "sgd", "linear-svm"])
 def test_the_scalable_heads_learn(head):
     X, y = _blobs(400, 2)

@@ -430,20 +430,19 @@ def _fit_on_validation(spec, with_pca, X, y, validation, seed, scoring, grid) ->
     full_name = f"pca+{spec.name}" if with_pca else spec.name
     scorer = get_scorer(scoring) if isinstance(scoring, str) else scoring
     best, best_score, best_params, scores = None, -np.inf, {}, []
-    for params in ParameterGrid(param_grid):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)
-            try:
-                from sklearn.exceptions import ConvergenceWarning
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        try:
+            from sklearn.exceptions import ConvergenceWarning
 
-                warnings.filterwarnings("ignore", category=ConvergenceWarning)
-            except ImportError:  # pragma: no cover
-                pass
-            est = make_head(full_name, seed=seed).set_params(**params).fit(X, y)
-        score = float(scorer(est, Xv, yv))
-        scores.append({"params": dict(params), "score": score})
-        if score > best_score:
-            best, best_score, best_params = est, score, dict(params)
+            warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        except ImportError:  # pragma: no cover
+            pass
+        for params, est in _grid_fits(full_name, seed, ParameterGrid(param_grid), X, y):
+            score = float(scorer(est, Xv, yv))
+            scores.append({"params": dict(params), "score": score})
+            if score > best_score:
+                best, best_score, best_params = est, score, dict(params)
     scoring_name = scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "custom")
     log.info("%s: best %s, validation %s %.4f", full_name, best_params, scoring_name, best_score)
     return FittedHead(
@@ -451,6 +450,61 @@ def _fit_on_validation(spec, with_pca, X, y, validation, seed, scoring, grid) ->
         cv={"n_splits": 0, "validation": len(yv), "grouped": False, "scoring": scoring_name,
             "seed": seed, "grid": param_grid, "scores": scores},
     )
+
+
+def _final_path(est) -> str:
+    """The parameter path of the pipeline's last estimator, through nested pipelines
+    (``clf`` or ``clf__svm``)."""
+    from sklearn.pipeline import Pipeline
+
+    path, node = [], est
+    while isinstance(node, Pipeline):
+        name, node = node.steps[-1]
+        path.append(name)
+    return "__".join(path)
+
+
+def _transformers(est) -> list:
+    """The steps before the last estimator, nested pipelines flattened, in order."""
+    from sklearn.pipeline import Pipeline
+
+    out = []
+    for _, step in est.steps[:-1]:
+        out.extend(_transformers(step) + [step.steps[-1][1]] if isinstance(step, Pipeline)
+                   else [step])
+    last = est.steps[-1][1]
+    if isinstance(last, Pipeline):
+        out.extend(_transformers(last))
+    return out
+
+
+def _grid_fits(name: str, seed: int, grid, X, y):
+    """``(params, fitted head)`` for each grid point, the transformers (scaler, PCA, the
+    Nystroem map) fitted once per distinct setting of their own parameters and only the last
+    estimator refitted for the rest: the same fits as one full fit per point (the transformers
+    are deterministic for a seed), without refitting a kernel map for every alpha."""
+    import copy
+
+    from sklearn.base import clone
+
+    points = [dict(p) for p in grid]
+    final = _final_path(make_head(name, seed=seed))
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        upstream = tuple(sorted((k, repr(v)) for k, v in p.items()
+                                if not k.startswith(final + "__")))
+        groups.setdefault(upstream, []).append(p)
+    for group in groups.values():
+        base = make_head(name, seed=seed).set_params(**group[0])
+        Xt = X
+        for step in _transformers(base):
+            Xt = step.fit_transform(Xt, y)
+        last = base.get_params()[final]
+        for p in group:
+            own = {k[len(final) + 2:]: v for k, v in p.items() if k.startswith(final + "__")}
+            est = copy.deepcopy(base) if len(group) > 1 else base
+            est.set_params(**{final: clone(last).set_params(**own).fit(Xt, y)})
+            yield p, est
 
 
 def sidecar_path(path) -> Path:
