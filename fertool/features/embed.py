@@ -366,19 +366,11 @@ def embed_folder(
     """
     from tqdm import tqdm
 
-    from fertool.core.version import __version__
-
     root = Path(root)
     items, not_images = scan_images(root)
     size = model.preprocessing.size
-    preprocessing = model.preprocessing
+    face_config, preprocessing = face_setup(model.preprocessing, detect, face_config)
     if detect:
-        from fertool.faces.stage import FaceConfig
-
-        face_config = face_config or FaceConfig()
-        if preprocessing.resize is None:  # else the preprocessing resizes the face stage's crops
-            face_config = replace(face_config, size=size)
-        preprocessing = replace(preprocessing, face=face_config)
         stream = _detected_crops(items, face_config, cache_dir, progress)
     else:
         stream = _given_crops(items, size)
@@ -429,7 +421,32 @@ def embed_folder(
         np.concatenate(feats) if feats else np.zeros((0, FEATURE_LAYERS[layer]), np.float32)
     )
     info = getattr(model, "weights_info", None)
-    meta = {
+    meta = embed_meta(root, layer, flip, info, preprocessing, face_config if detect else None)
+    ignored = [Path(p).relative_to(root).as_posix() for p in not_images]
+    return EmbeddingSet(embeddings, paths, labels, status, skipped, ignored, meta)
+
+
+def face_setup(preprocessing, detect: bool, face_config=None):
+    """``(face_config, preprocessing)`` of an embedding run: with detection the face settings
+    (default ``FaceConfig()``, the crop size set to the model's input size unless the
+    preprocessing resizes) and the preprocessing that records them; without, ``(None,
+    preprocessing)``. Shared by both engines, so that they crop and record alike."""
+    if not detect:
+        return None, preprocessing
+    from fertool.faces.stage import FaceConfig
+
+    face_config = face_config or FaceConfig()
+    if preprocessing.resize is None:  # else the preprocessing resizes the face stage's crops
+        face_config = replace(face_config, size=preprocessing.size)
+    return face_config, replace(preprocessing, face=face_config)
+
+
+def embed_meta(root, layer: str, flip: bool, info, preprocessing, face_config) -> dict[str, str]:
+    """The ``meta`` of an :class:`EmbeddingSet` (``face_config`` None without detection); the
+    same keys and values whichever engine computed the embeddings."""
+    from fertool.core.version import __version__
+
+    return {
         "format": NPZ_FORMAT,
         "root": str(root),
         "layer": layer,
@@ -438,8 +455,35 @@ def embed_folder(
         "weights_sha256": info.sha256 if info else "",
         "weights_source": info.source if info else "",
         "preprocessing": preprocessing.to_json(),
-        "face_config": json.dumps(face_config.to_dict(), sort_keys=True) if detect else "",
+        "face_config": (
+            "" if face_config is None else json.dumps(face_config.to_dict(), sort_keys=True)
+        ),
         "fertool_version": __version__,
     }
-    ignored = [Path(p).relative_to(root).as_posix() for p in not_images]
-    return EmbeddingSet(embeddings, paths, labels, status, skipped, ignored, meta)
+
+
+#: Seed of the random initialisation of ``--weights none`` (:func:`build_embedder`).
+RANDOM_WEIGHTS_SEED = 0
+
+
+def build_embedder(weights, backbone="inception-resnet-v1", device=None):
+    """``(model, info)``: :func:`fertool.models.fernet.create_model` for embedding.
+
+    ``weights`` is what :func:`fertool.models.weights.resolve_weights` returned (or a name,
+    file or None for it to resolve). Random weights (None) are drawn from a fixed seed
+    (:data:`RANDOM_WEIGHTS_SEED`, the global torch generator left as it was), so that two runs,
+    and every actor of ``--engine ray``, build the same network.
+    """
+    import torch
+
+    from fertool.models.fernet import create_model
+    from fertool.models.weights import WeightsInfo, resolve_weights
+
+    info = weights if isinstance(weights, WeightsInfo) or weights is None else None
+    if info is None and weights is not None:
+        info = resolve_weights(weights)
+    if info is not None:
+        return create_model(info, device=device, backbone=backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return create_model(None, device=device, backbone=backbone)
