@@ -80,20 +80,27 @@ def _ray_options():
     )
 
 
-def engine_runner(local, model_path: str, providers: str = "auto", threads=None):
-    """``fertool.predict.predict_paths`` for ``--engine local``; for ``--engine ray`` a function
-    with its signature that runs :func:`fertool.engines.ray_engine.predict_paths_ray` on
-    ``model_path`` (its ``model`` argument, already loaded here, only gives the labels)."""
+def ray_options_or_none():
+    """None for ``--engine local`` (a usage error when a Ray-only option is given with it);
+    the :class:`~fertool.engines.ray_engine.RayOptions` for ``--engine ray``."""
     s = engine_settings()
     if s.get("engine", "local") == "local":
         if s.get("address") or (s.get("num_workers") or 1) > 1 or s.get("gpus_per_worker"):
             raise click.UsageError(
                 "--address, --num-workers and --gpus-per-worker need --engine ray"
             )
+        return None
+    return _ray_options()
+
+
+def engine_runner(local, model_path: str, providers: str = "auto", threads=None):
+    """``fertool.predict.predict_paths`` for ``--engine local``; for ``--engine ray`` a function
+    with its signature that runs :func:`fertool.engines.ray_engine.predict_paths_ray` on
+    ``model_path`` (its ``model`` argument, already loaded here, only gives the labels)."""
+    options = ray_options_or_none()
+    if options is None:
         return local
     from fertool.engines.ray_engine import predict_paths_ray
-
-    options = _ray_options()
 
     @functools.wraps(local)
     def run(inputs, model, out, **kw):

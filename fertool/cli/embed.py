@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from fertool.cli._engine import engine_options, ray_options_or_none
 from fertool.cli._options import (
     data_option_or_argument,
     face_options,
@@ -73,9 +74,13 @@ MAX_SKIPPED_SHOWN = 3
 )
 @renamed_option("--flip-tta", "--tta-flip", "tta_flip", is_flag=True)
 @click.option(
-    "--device", default=None, help="torch device (default: cuda when available, else cpu)."
+    "--device",
+    default=None,
+    help="torch device (default: cuda when available, else cpu). Not with --engine ray, whose "
+    "actors use a GPU when --gpus-per-worker gives them one.",
 )
 @face_options
+@engine_options
 @force_option
 def command(
     data,
@@ -96,7 +101,13 @@ def command(
     DATA is a dataset (one sub-folder per expression, which gives labels) or any folder of
     images, searched recursively. Faces are detected, aligned and cached first (see `fertool
     faces`) unless --no-detect. Unreadable files, and images without a face with
-    --no-face skip, are skipped and listed in the output.
+    --no-face skip, are skipped and listed in the output. Random weights (--weights none) are
+    seeded, so two runs give the same features.
+
+    --engine ray runs decoding and the face stage in Ray CPU actors and the backbone in actors
+    that build it once each (a GPU each with --gpus-per-worker), on a local Ray instance or the
+    cluster at --address; the .npz is the local engine's (same rows, order, skipped files and
+    metadata). DATA, and a --weights file, must be readable from every node.
     """
     from pathlib import Path
 
@@ -106,6 +117,12 @@ def command(
     from fertool.models.registry import get_backbone
     from fertool.models.weights import resolve_weights
 
+    ray_options = ray_options_or_none()
+    if ray_options is not None and device is not None:
+        raise click.UsageError(
+            "--device is for --engine local; with --engine ray the actors use a GPU when "
+            "--gpus-per-worker gives them one"
+        )
     check_writable(out, force)
     spec = get_backbone(backbone)
     if layer not in spec.feature_taps:
@@ -117,24 +134,28 @@ def command(
     # before importing torch: a missing file fails at once
     info = resolve_weights(weights or spec.weights[0])
 
-    from fertool.models.fernet import create_model
+    common = {
+        "detect": not no_detect,
+        "face_config": None if no_detect else face,
+        "cache_dir": cache_dir,
+        "layer": layer,
+        "batch_size": batch_size,
+        "flip": tta_flip,
+        "progress": True,
+    }
+    if ray_options is not None:
+        from fertool.engines.ray_embed import embed_folder_ray
 
-    if device is None:
-        import torch
+        result = embed_folder_ray(data, info, spec.name, options=ray_options, **common)
+    else:
+        from fertool.features.embed import build_embedder
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, info = create_model(info, device=device, backbone=spec)
-    result = embed_folder(
-        model,
-        data,
-        detect=not no_detect,
-        face_config=None if no_detect else face,
-        cache_dir=cache_dir,
-        layer=layer,
-        batch_size=batch_size,
-        flip=tta_flip,
-        progress=True,
-    )
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, info = build_embedder(info, spec, device=device)
+        result = embed_folder(model, data, **common)
     if len(result) == 0:
         raise FertoolError(
             f"no embeddings for {data}: all {len(result.skipped)} images were skipped "
