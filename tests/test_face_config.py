@@ -101,6 +101,25 @@ def test_the_detector_is_recorded_only_when_not_the_default(fake_detector):
         FaceConfig(detector="retinaface")
 
 
+def test_settings_without_a_detector_mean_mtcnn_whatever_the_default(monkeypatch):
+    """Caches, reports and ONNX models recorded without a detector were made with MTCNN: a new
+    default must not reinterpret them, and a BlazeFace default must still be written down."""
+    from dataclasses import fields
+
+    old = FaceConfig(margin=0.2).to_dict()
+    assert "detector" not in old
+    # switch the default to BlazeFace, as a later release might
+    names = [f.name for f in fields(FaceConfig)]
+    defaults = list(FaceConfig.__init__.__defaults__)
+    defaults[names.index("detector") - (len(names) - len(defaults))] = "blazeface"
+    monkeypatch.setattr(FaceConfig.__init__, "__defaults__", tuple(defaults))
+    assert FaceConfig().detector == "blazeface"
+    assert FaceConfig.from_dict(old).detector == "mtcnn"
+    assert FaceConfig.from_dict({}).detector == "mtcnn"
+    assert FaceConfig(detector="blazeface").to_dict()["detector"] == "blazeface"
+    assert FaceConfig.from_dict(FaceConfig(detector="blazeface").to_dict()).detector == "blazeface"
+
+
 def test_the_stage_runs_a_registered_detector_and_maps_boxes_back(fake_detector):
     from fertool.faces.stage import FaceStage
 

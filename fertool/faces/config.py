@@ -11,7 +11,12 @@ import json
 import logging
 from dataclasses import asdict, dataclass, fields
 
-from fertool.faces.detectors import DEFAULT_DETECTOR, available, detector_version
+from fertool.faces.detectors import (
+    DEFAULT_DETECTOR,
+    UNNAMED_DETECTOR,
+    available,
+    detector_version,
+)
 
 __all__ = ["FACES", "MIN_FACE", "NO_FACE", "POLICIES", "FaceConfig"]
 
@@ -102,10 +107,10 @@ class FaceConfig:
             raise ValueError(f"faces must be one of {', '.join(FACES)}, got {self.faces!r}")
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict of the settings (``detector`` and ``faces`` only when not the
-        default)."""
+        """Plain JSON-able dict of the settings (``detector`` only when not MTCNN, the detector
+        of settings that name none; ``faces`` only when not ``detect``)."""
         d = asdict(self)
-        if d["detector"] == DEFAULT_DETECTOR:
+        if d["detector"] == UNNAMED_DETECTOR:
             del d["detector"]
         if d["faces"] == "detect":
             del d["faces"]
@@ -113,14 +118,17 @@ class FaceConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> FaceConfig:
-        """Inverse of :meth:`to_dict` (None or ``{}``: the defaults); unknown keys (a newer
-        fertool) are ignored with a warning."""
+        """Inverse of :meth:`to_dict` (None or ``{}``: the defaults, except that settings without
+        a ``detector`` mean MTCNN, :data:`~fertool.faces.detectors.UNNAMED_DETECTOR`, even if the
+        default detector changes); unknown keys (a newer fertool) are ignored with a warning."""
         d = d or {}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             log.warning("ignoring unknown face settings: %s", ", ".join(unknown))
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs.setdefault("detector", UNNAMED_DETECTOR)
+        return cls(**kwargs)
 
     def key(self) -> str:
         """Stable short hash of all settings and the algorithm version (identifies the crops

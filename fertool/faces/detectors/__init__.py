@@ -40,9 +40,21 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["DEFAULT_DETECTOR", "Detector", "available", "create", "detector_version", "register"]
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "UNNAMED_DETECTOR",
+    "Detector",
+    "available",
+    "create",
+    "detector_version",
+    "register",
+]
 
 DEFAULT_DETECTOR = "mtcnn"
+#: The detector of face settings that name none: every cache key, report and ONNX model written
+#: before the registry (and every one since with MTCNN) omits it. Fixed forever, whatever
+#: :data:`DEFAULT_DETECTOR` becomes, so that switching the default cannot reinterpret them.
+UNNAMED_DETECTOR = "mtcnn"
 
 
 class Detector(Protocol):
