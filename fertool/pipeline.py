@@ -184,14 +184,22 @@ def pipelined_faces(
         return list(analysis_records(analysis, config, name, all_faces))
 
     it = iter(paths)
-    with _torch_threads_for(threads), ThreadPoolExecutor(workers, "fertool-faces") as pool:
+    with _torch_threads_for(threads):
+        pool = ThreadPoolExecutor(workers, "fertool-faces")
         inflight: deque = deque()
-        for p in it:
-            inflight.append(pool.submit(one, p))
-            if len(inflight) >= workers * depth:
+        try:
+            for p in it:
+                inflight.append(pool.submit(one, p))
+                if len(inflight) >= workers * depth:
+                    yield from inflight.popleft().result()
+            while inflight:
                 yield from inflight.popleft().result()
-        while inflight:
-            yield from inflight.popleft().result()
+        except BaseException:
+            # Ctrl-C, an error downstream or the consumer closing the stream: drop the images
+            # read ahead instead of finishing them (each worker ends only its current image).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
 
 @contextlib.contextmanager
