@@ -103,10 +103,24 @@ def _timed_rate(fn, min_seconds: float) -> float:
             return n / dt
 
 
+def _session(graph, threads: int | None):
+    """An onnxruntime CPU session of a one-node graph (``threads``: intra-op, default ort's)."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(
+        model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
+    )
+
+
 def _ort_matmul(n: int, int8: bool, threads: int | None, min_seconds: float) -> float:
     """Operations per second of onnxruntime's MatMul (float32) or MatMulInteger (int8)."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     if int8:
@@ -130,14 +144,7 @@ def _ort_matmul(n: int, int8: bool, threads: int | None, min_seconds: float) -> 
         b = rng.standard_normal((n, n)).astype(np.float32)
         a = rng.standard_normal((n, n)).astype(np.float32)
     graph.initializer.append(onnx.numpy_helper.from_array(b, "B"))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    sess = ort.InferenceSession(
-        model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
-    )
+    sess = _session(graph, threads)
     rate = _timed_rate(lambda: sess.run(None, {"A": a}), min_seconds)
     return 2.0 * n**3 * rate
 
@@ -149,7 +156,6 @@ CONV_PROBE = (32, 256, 17, 3)
 def _ort_conv(int8: bool, threads: int | None, min_seconds: float) -> float:
     """Operations per second of onnxruntime's Conv (float32) or QLinearConv (uint8 x int8) on
     :data:`CONV_PROBE`."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     n, c, h, k = CONV_PROBE
@@ -178,14 +184,7 @@ def _ort_conv(int8: bool, threads: int | None, min_seconds: float) -> float:
         [helper.make_tensor_value_info("Y", kind, None)],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    sess = ort.InferenceSession(
-        model.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
-    )
+    sess = _session(graph, threads)
     rate = _timed_rate(lambda: sess.run(None, {"X": x}), min_seconds)
     return 2.0 * n * c * c * k * k * h * h * rate
 
