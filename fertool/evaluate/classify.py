@@ -452,30 +452,18 @@ def _fit_on_validation(spec, with_pca, X, y, validation, seed, scoring, grid) ->
     )
 
 
-def _final_path(est) -> str:
-    """The parameter path of the pipeline's last estimator, through nested pipelines
-    (``clf`` or ``clf__svm``)."""
+def _chain(est) -> tuple[list, str]:
+    """``(transformers, path)`` of a pipeline whose last step may itself be a pipeline
+    (``nystroem-svm``): the steps before its last estimator, in order, and that estimator's
+    parameter path (``clf`` or ``clf__svm``)."""
     from sklearn.pipeline import Pipeline
 
-    path, node = [], est
+    steps, path, node = [], [], est
     while isinstance(node, Pipeline):
+        steps.extend(step for _, step in node.steps[:-1])
         name, node = node.steps[-1]
         path.append(name)
-    return "__".join(path)
-
-
-def _transformers(est) -> list:
-    """The steps before the last estimator, nested pipelines flattened, in order."""
-    from sklearn.pipeline import Pipeline
-
-    out = []
-    for _, step in est.steps[:-1]:
-        out.extend(_transformers(step) + [step.steps[-1][1]] if isinstance(step, Pipeline)
-                   else [step])
-    last = est.steps[-1][1]
-    if isinstance(last, Pipeline):
-        out.extend(_transformers(last))
-    return out
+    return steps, "__".join(path)
 
 
 def _grid_fits(name: str, seed: int, grid, X, y):
@@ -487,17 +475,16 @@ def _grid_fits(name: str, seed: int, grid, X, y):
 
     from sklearn.base import clone
 
-    points = [dict(p) for p in grid]
-    final = _final_path(make_head(name, seed=seed))
+    _, final = _chain(make_head(name, seed=seed))
     groups: dict[tuple, list[dict]] = {}
-    for p in points:
+    for p in map(dict, grid):
         upstream = tuple(sorted((k, repr(v)) for k, v in p.items()
                                 if not k.startswith(final + "__")))
         groups.setdefault(upstream, []).append(p)
     for group in groups.values():
         base = make_head(name, seed=seed).set_params(**group[0])
         Xt = X
-        for step in _transformers(base):
+        for step in _chain(base)[0]:
             Xt = step.fit_transform(Xt, y)
         last = base.get_params()[final]
         for p in group:
