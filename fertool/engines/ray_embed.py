@@ -46,10 +46,11 @@ import numpy as np
 
 from fertool.core.errors import FertoolError
 from fertool.engines.ray_engine import (
-    FACE_BATCH,
     FaceStageWorker,
     RayOptions,
     _plan_blocks,
+    face_stage,
+    model_stage,
     ray_session,
 )
 
@@ -152,19 +153,6 @@ class EmbedWorker:
         return out
 
 
-class _Results:
-    """The Collector's sink: each input's one record, by listing index (rows carry ``key``, a
-    copy of the ``_key`` that the Collector takes)."""
-
-    def __init__(self, index: dict[str, int]):
-        self.index = index
-        self.rows: dict[int, dict[str, Any]] = {}
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:  # one record per input (the chosen face)
-            self.rows[self.index[row["key"]]] = row
-
-
 def embed_folder_ray(
     root: str | os.PathLike,
     weights: WeightsInfo | str | None = None,
@@ -233,9 +221,9 @@ def embed_folder_ray(
     gpu = options.gpus_per_worker > 0
 
     plan_folder = tempfile.mkdtemp(prefix="fertool-embed-plan-")
-    keys = [path_key(str(p)) for p, _ in items]
-    results = _Results({k: i for i, k in enumerate(keys)})
-    collector = Collector(results)
+    index = {path_key(str(p)): i for i, (p, _) in enumerate(items)}
+    results: dict[int, dict[str, Any]] = {}  # listing index -> the input's one record
+    collector = Collector(None)
     bar = tqdm(
         total=len(items),
         desc=f"embed ({layer}, ray)",
@@ -249,28 +237,24 @@ def embed_folder_ray(
         plan = plan_paths((str(p) for p, _ in items), plan_folder)
         with ray_session(options.address, options.num_cpus) as ray:
             blocks = list(_plan_blocks(ray, plan.files, plan.todo, options.num_workers))
-            ds = ray.data.from_arrow_refs(blocks)
             if detect:
-                face_stage = FaceStageWorker
-                face_kwargs = {
+                worker, kwargs = FaceStageWorker, {
                     "face": face_config.to_dict(),
                     "use_cache": use_cache,
                     "cache_dir": None if cache_dir is None else str(cache_dir),
                     "threads": detector_threads,
                 }
             else:
-                face_stage = GivenCropWorker
-                face_kwargs = {"size": model_pre.size, "threads": detector_threads}
-            ds = ds.map_batches(
-                face_stage,
-                fn_constructor_kwargs=face_kwargs,
-                batch_size=FACE_BATCH,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=options.num_workers),
-                num_cpus=1,
-            ).map_batches(
+                worker, kwargs = GivenCropWorker, {
+                    "size": model_pre.size,
+                    "threads": detector_threads,
+                }
+            ds = face_stage(ray, ray.data.from_arrow_refs(blocks), worker, kwargs, options)
+            ds = model_stage(
+                ray,
+                ds,
                 EmbedWorker,
-                fn_constructor_kwargs={
+                {
                     "weights": None if weights is None else weights.to_dict(),
                     "backbone": spec.name,
                     "layer": layer,
@@ -278,30 +262,27 @@ def embed_folder_ray(
                     "batch_size": batch_size,
                     "threads": threads or (None if gpu else 1),
                 },
-                batch_size=batch_size,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=options.num_workers),
-                num_cpus=0,
-                num_gpus=options.gpus_per_worker if gpu else None,
+                options,
+                batch_size,
             )
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for i in range(len(batch["_key"])):
                     key = str(batch["_key"][i])
-                    row = {
+                    rows = collector.add({
                         "_key": key,
-                        "key": key,
                         "_pos": int(batch["_pos"][i]),
                         "_n": int(batch["_n"][i]),
                         "status": str(batch["status"][i]),
                         "message": str(batch["message"][i]),
                         "embedding": batch["embedding"][i] if batch["has_crop"][i] else None,
-                    }
-                    if collector.add(row) is not None:
+                    })
+                    if rows is not None:  # one record per input (the chosen face)
+                        results[index[key]] = rows[0]
                         bar.update(1)
     finally:
         bar.close()
         shutil.rmtree(plan_folder, ignore_errors=True)
-    missing = len(items) - len(results.rows)
+    missing = len(items) - len(results)
     if collector.pending or missing:  # cannot happen unless Ray lost rows; say so
         raise FertoolError(f"{missing} inputs came back incomplete from Ray; run again")
     log.info("embedded %d images with Ray in %.1f s", len(items), time.perf_counter() - t0)
@@ -309,7 +290,7 @@ def embed_folder_ray(
     feats, paths, labels, status = [], [], [], []
     skipped: list[tuple[str, str]] = []
     for i, (path, label) in enumerate(items):
-        row = results.rows[i]
+        row = results[i]
         rel = path.relative_to(root).as_posix()
         if row["embedding"] is None:
             skipped.append((rel, row["message"] or row["status"]))

@@ -355,6 +355,36 @@ def _plan_blocks(ray, files: Sequence[Path], todo: int, workers: int) -> Iterato
             yield ray.put(table.slice(start, rows))
 
 
+def face_stage(ray, ds, worker, kwargs: dict, options: RayOptions):
+    """``ds`` through the CPU stage: a pool of ``options.num_workers`` ``worker`` actors (one
+    CPU each), :data:`FACE_BATCH` inputs per call. Ray Data restarts a dead actor and retries its
+    batch by default (max_restarts=-1, max_task_retries=-1 for actor pools)."""
+    return ds.map_batches(
+        worker,
+        fn_constructor_kwargs=kwargs,
+        batch_size=FACE_BATCH,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=options.num_workers),
+        num_cpus=1,
+    )
+
+
+def model_stage(ray, ds, worker, kwargs: dict, options: RayOptions, batch_size: int):
+    """``ds`` through the model stage: ``options.num_workers`` ``worker`` actors with
+    ``options.gpus_per_worker`` GPUs each (none: on the CPU, reserving none, so that the face
+    stage keeps the cores), ``batch_size`` records per call."""
+    gpu = options.gpus_per_worker > 0
+    return ds.map_batches(
+        worker,
+        fn_constructor_kwargs=kwargs,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=options.num_workers),
+        num_cpus=0,
+        num_gpus=options.gpus_per_worker if gpu else None,
+    )
+
+
 def shard_dir(out: str | os.PathLike) -> Path:
     """Where the shards of ``out`` go: ``out`` itself for a ``.parquet`` output, else
     ``OUT.parquet`` beside it (``photos.csv`` -> ``photos.csv.parquet/``)."""
@@ -465,41 +495,34 @@ def predict_paths_ray(
     try:
         with ray_session(options.address, options.num_cpus) as ray:
             if plan.todo:
-                # Ray Data restarts a dead actor and retries its batch by default
-                # (max_restarts=-1, max_task_retries=-1 for actor pools).
                 blocks = list(_plan_blocks(ray, plan.files, plan.todo, options.num_workers))
-                ds = (
-                    ray.data.from_arrow_refs(blocks)
-                    .map_batches(
-                        FaceStageWorker,
-                        fn_constructor_kwargs={
-                            "face": face.to_dict(),
-                            "all_faces": all_faces,
-                            "use_cache": use_cache,
-                            "cache_dir": None if cache_dir is None else str(cache_dir),
-                            "threads": detector_threads,
-                        },
-                        batch_size=FACE_BATCH,
-                        batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=options.num_workers),
-                        num_cpus=1,
-                    )
-                    .map_batches(
-                        PredictWorker,
-                        fn_constructor_kwargs={
-                            "model": payload,
-                            "providers": ("cuda" if providers == "auto" else providers)
-                            if gpu
-                            else "cpu",
-                            "threads": threads or (None if gpu else 1),
-                            "batch_size": batch_size,
-                        },
-                        batch_size=batch_size,
-                        batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=options.num_workers),
-                        num_cpus=0,
-                        num_gpus=options.gpus_per_worker if gpu else None,
-                    )
+                ds = face_stage(
+                    ray,
+                    ray.data.from_arrow_refs(blocks),
+                    FaceStageWorker,
+                    {
+                        "face": face.to_dict(),
+                        "all_faces": all_faces,
+                        "use_cache": use_cache,
+                        "cache_dir": None if cache_dir is None else str(cache_dir),
+                        "threads": detector_threads,
+                    },
+                    options,
+                )
+                ds = model_stage(
+                    ray,
+                    ds,
+                    PredictWorker,
+                    {
+                        "model": payload,
+                        "providers": ("cuda" if providers == "auto" else providers)
+                        if gpu
+                        else "cpu",
+                        "threads": threads or (None if gpu else 1),
+                        "batch_size": batch_size,
+                    },
+                    options,
+                    batch_size,
                 )
                 for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                     for row in table.to_pylist():

@@ -111,10 +111,11 @@ class Collector:
     """Groups rows by input until complete; exactly one group per input reaches the writer.
 
     Rows carry ``_key`` (the input), ``_pos`` (the record's place among the input's records) and
-    ``_n`` (how many records the input has), besides the shard columns.
+    ``_n`` (how many records the input has), besides the shard columns. Without a writer the
+    complete groups are only returned by :meth:`add`.
     """
 
-    def __init__(self, writer: ShardWriter, done: set[str] | None = None):
+    def __init__(self, writer: ShardWriter | None, done: set[str] | None = None):
         self.writer = writer
         self.done = set() if done is None else done
         self.pending: dict[str, dict[int, dict[str, Any]]] = {}
@@ -136,7 +137,8 @@ class Collector:
         del self.pending[key]
         self.done.add(key)
         rows = [group[i] for i in sorted(group)]
-        self.writer.add(rows)
+        if self.writer is not None:
+            self.writer.add(rows)
         return rows
 
 
