@@ -479,11 +479,10 @@ def build_embedder(weights, backbone="inception-resnet-v1", device=None):
     from fertool.models.fernet import create_model
     from fertool.models.weights import WeightsInfo, resolve_weights
 
-    info = weights if isinstance(weights, WeightsInfo) or weights is None else None
-    if info is None and weights is not None:
-        info = resolve_weights(weights)
-    if info is not None:
-        return create_model(info, device=device, backbone=backbone)
+    if weights is not None and not isinstance(weights, WeightsInfo):
+        weights = resolve_weights(weights)  # None for "none"
+    if weights is not None:
+        return create_model(weights, device=device, backbone=backbone)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
         return create_model(None, device=device, backbone=backbone)
