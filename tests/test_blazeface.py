@@ -125,6 +125,16 @@ def test_letterbox_maps_back():
     t, s, px, py = bf.letterbox(np.zeros((100, 300, 3), np.uint8))
     assert t.shape == (192, 192, 3) and (s, px, py) == (300, 0, 100)
     assert (0.5 * s - px, 0.5 * s - py) == (150, 50)  # tensor centre -> image centre
+    # Large or extreme images are box-averaged first: the padded square stays small and the
+    # mapping stays exact (here a factor of 2, then 1 x 100,000 pixels).
+    t, s, px, py = bf.letterbox(np.zeros((1500, 2000, 3), np.uint8))
+    assert t.shape == (192, 192, 3) and (s, px, py) == (2000, 0, 250)
+    strip = np.zeros((1, 100_000, 3), np.uint8)
+    strip[0, 50_000:] = 255  # the right half is white
+    t, s, px, py = bf.letterbox(strip)
+    assert t.shape == (192, 192, 3) and s >= 100_000 and px == 0
+    bright = np.flatnonzero(t.max(axis=(0, 2)) > 20)  # tensor columns showing the white half
+    assert abs(bright[0] / 192 * s - px - 50_000) < 0.01 * s
 
 
 def test_generated_face_lands_near_mtcnn(onnx_paths):
@@ -158,10 +168,10 @@ def test_generated_face_lands_near_mtcnn(onnx_paths):
 
 def test_face_config_records_blazeface():
     from fertool.faces.config import FaceConfig
-    from fertool.faces.detectors import DEFAULT_DETECTOR
+    from fertool.faces.detectors import UNNAMED_DETECTOR
 
     blaze, mtcnn = FaceConfig(detector="blazeface"), FaceConfig(detector="mtcnn")
     assert blaze.key() != mtcnn.key()
     assert FaceConfig.from_dict(blaze.to_dict()) == blaze
-    for cfg in (blaze, mtcnn):  # the non-default detector is written down
-        assert cfg.to_dict().get("detector", DEFAULT_DETECTOR) == cfg.detector
+    for cfg in (blaze, mtcnn):  # any detector but MTCNN is written down
+        assert cfg.to_dict().get("detector", UNNAMED_DETECTOR) == cfg.detector

@@ -51,15 +51,17 @@ def _old_hash(settings: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def test_default_keys_are_those_of_existing_caches():
-    c = FaceConfig()
+def test_mtcnn_keys_are_those_of_existing_caches():
+    """MTCNN settings (the default until BlazeFace with ONet landmarks) keep the keys of the caches
+    written before the registry; settings that name no detector mean MTCNN."""
+    c = FaceConfig(detector="mtcnn")
     detection = {k: v for k, v in OLD_DEFAULT_SETTINGS.items() if k not in ("policy", "no_face")}
     assert c.to_dict() == OLD_DEFAULT_SETTINGS
     assert c.detection_key() == _old_hash(detection)
     assert c.key() == _old_hash(OLD_DEFAULT_SETTINGS)
     if metadata.version("facenet-pytorch") == "2.6.0":  # the keys of caches written at a5af51a
         assert (c.detection_key(), c.key()) == ("c97abf2130945372", "95c3e78371b30b93")
-    assert FaceConfig.from_dict(None) == FaceConfig.from_dict({}) == c
+    assert FaceConfig.from_dict(None) == FaceConfig.from_dict({}) == c != FaceConfig()
 
 
 class _FakeDetector:
@@ -88,9 +90,11 @@ def fake_detector():
         del detectors._REGISTRY["test-fake"]
 
 
-def test_the_detector_is_recorded_only_when_not_the_default(fake_detector):
+def test_the_detector_is_recorded_unless_mtcnn(fake_detector):
     c = FaceConfig(detector=fake_detector)
-    assert c.to_dict()["detector"] == fake_detector and "detector" not in FaceConfig().to_dict()
+    assert c.to_dict()["detector"] == fake_detector
+    assert "detector" not in FaceConfig(detector="mtcnn").to_dict()
+    assert FaceConfig().to_dict()["detector"] == detectors.DEFAULT_DETECTOR == "blazeface"
     assert FaceConfig.from_dict(c.to_dict()) == c
     assert c.detection_key() != FaceConfig().detection_key()
     assert "detector" in c.detection_settings()
@@ -101,18 +105,12 @@ def test_the_detector_is_recorded_only_when_not_the_default(fake_detector):
         FaceConfig(detector="retinaface")
 
 
-def test_settings_without_a_detector_mean_mtcnn_whatever_the_default(monkeypatch):
-    """Caches, reports and ONNX models recorded without a detector were made with MTCNN: a new
-    default must not reinterpret them, and a BlazeFace default must still be written down."""
-    from dataclasses import fields
+def test_settings_without_a_detector_mean_mtcnn_whatever_the_default():
+    """Caches, reports and ONNX models recorded without a detector were made with MTCNN: the
+    BlazeFace default must not reinterpret them, and must itself be written down."""
 
-    old = FaceConfig(margin=0.2).to_dict()
+    old = FaceConfig(detector="mtcnn", margin=0.2).to_dict()  # as written before the switch
     assert "detector" not in old
-    # switch the default to BlazeFace, as a later release might
-    names = [f.name for f in fields(FaceConfig)]
-    defaults = list(FaceConfig.__init__.__defaults__)
-    defaults[names.index("detector") - (len(names) - len(defaults))] = "blazeface"
-    monkeypatch.setattr(FaceConfig.__init__, "__defaults__", tuple(defaults))
     assert FaceConfig().detector == "blazeface"
     assert FaceConfig.from_dict(old).detector == "mtcnn"
     assert FaceConfig.from_dict({}).detector == "mtcnn"
@@ -145,7 +143,7 @@ def test_cli_default_detector_is_the_library_default(name):
     """The option's default is the library's (it once followed the first name of the list)."""
     cmd = main.get_command(click.Context(main), name)
     (opt,) = [p for p in cmd.params if "--detector" in getattr(p, "opts", ())]
-    assert opt.default == detectors.DEFAULT_DETECTOR == "mtcnn"
+    assert opt.default == detectors.DEFAULT_DETECTOR == "blazeface"
 
 
 @pytest.mark.parametrize("name", FACE_COMMANDS)

@@ -30,7 +30,9 @@ def torch_onet():
     return ONet(pretrained=True).eval()
 
 
-@pytest.mark.parametrize("shape", [(100, 100), (37, 53), (200, 161), (20, 30), (48, 48), (7, 300)])
+@pytest.mark.parametrize(
+    "shape", [(100, 100), (37, 53), (200, 161), (20, 30), (48, 48), (7, 300), (1, 5000)]
+)
 def test_area_resize_equals_torch_area_interpolation(shape):
     from torch.nn.functional import interpolate
 

@@ -17,7 +17,7 @@ from click.core import ParameterSource
 #: Names of fertool.faces.detectors.available(), restated so that `fertool --help` imports
 #: nothing (a test keeps the two equal), and the library's default detector, likewise.
 DETECTORS = ("blazeface", "mtcnn")
-DEFAULT_DETECTOR = "mtcnn"
+DEFAULT_DETECTOR = "blazeface"
 #: Face option -> FaceConfig field.
 FACE_FIELDS = {
     "faces": "faces",

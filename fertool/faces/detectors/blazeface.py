@@ -190,22 +190,30 @@ def generate_anchors(opts: dict = SSD_FULL_RANGE) -> np.ndarray:
 def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float, float, float]:
     """Pad to a centred square with black, resize (PIL bilinear) to size x size.
 
+    Images whose longer side is at least ``8 * size`` pixels are first box-averaged by the integer
+    factor ``longer side // (4 * size)`` (``Image.reduce``), so the padded square never holds
+    more than about ``(8 * size)^2`` pixels whatever the image's size or aspect ratio (a
+    1 x 100,000 strip would otherwise need a 100,000^2 square).
+
     Returns (uint8 [size, size, 3], scale, pad_x, pad_y) where image pixel
     coordinate = normalised tensor coordinate * scale - pad.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError("expected an RGB uint8 array [H, W, 3]")
-    h, w = rgb.shape[:2]
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    factor = max(1, max(rgb.shape[:2]) // (4 * size)) if max(rgb.shape[:2]) >= 8 * size else 1
+    if factor > 1:
+        img = img.reduce(factor)  # reduced pixel j covers image pixels [j f, (j + 1) f)
+    w, h = img.size
     s = max(h, w)
     px, py = (s - w) // 2, (s - h) // 2
-    img = Image.fromarray(np.ascontiguousarray(rgb))
     if s != w or s != h:
         sq = Image.new("RGB", (s, s))
         sq.paste(img, (px, py))
         img = sq
     if s != size:
         img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img), float(s), float(px), float(py)
+    return np.asarray(img), float(s * factor), float(px * factor), float(py * factor)
 
 
 def decode(

@@ -100,32 +100,40 @@ def ensure_onet_onnx(cache_dir: str | os.PathLike | None = None) -> str:
     return str(found[0])
 
 
+def _pool_axis(a: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Adaptive average pooling of ``a`` to ``n`` cells along ``axis`` (float64), by sums over
+    the segments between consecutive bin edges: memory of the output's order, not the input's."""
+    length = a.shape[axis]
+    i = np.arange(n)
+    lo, hi = (i * length) // n, -((-(i + 1) * length) // n)
+    cuts = np.unique(np.concatenate([lo, hi]))  # sorted, from 0 to length
+    seg = np.add.reduceat(a, cuts[:-1], axis=axis, dtype=np.float64)
+    shape = list(seg.shape)
+    shape[axis] = 1
+    prefix = np.concatenate([np.zeros(shape), np.cumsum(seg, axis=axis)], axis=axis)
+    at_lo, at_hi = np.searchsorted(cuts, lo), np.searchsorted(cuts, hi)
+    sums = np.take(prefix, at_hi, axis=axis) - np.take(prefix, at_lo, axis=axis)
+    count = (hi - lo).astype(np.float64)
+    return sums / count.reshape([-1 if d == axis else 1 for d in range(a.ndim)])
+
+
 def area_resize(region: np.ndarray, size: int = ONET_SIZE) -> np.ndarray:
     """``torch.nn.functional.interpolate(mode="area")`` (adaptive average pooling) in numpy.
 
     Output cell ``i`` averages input rows ``floor(i * H / size)`` to ``ceil((i + 1) * H / size)``
-    (exclusive), and the same over columns; works for down- and up-sampling.
+    (exclusive), and the same over columns; works for down- and up-sampling. Temporary memory
+    is of the order of ``size`` times the longer side, not of the region.
 
     Parameters
     ----------
-    region : (H, W, C) array
+    region : (H, W, C) array, H and W >= 1
     size : output side
 
     Returns
     -------
     (size, size, C) float32
     """
-    h, w = region.shape[:2]
-    integral = np.zeros((h + 1, w + 1, region.shape[2]), np.float64)
-    integral[1:, 1:] = region.astype(np.float64).cumsum(0).cumsum(1)
-    i = np.arange(size)
-    y0, y1 = (i * h) // size, -((-(i + 1) * h) // size)
-    x0, x1 = (i * w) // size, -((-(i + 1) * w) // size)
-    total = (
-        integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
-    )
-    count = ((y1 - y0)[:, None] * (x1 - x0)[None, :])[..., None]
-    return (total / count).astype(np.float32)
+    return _pool_axis(_pool_axis(region, size, 0), size, 1).astype(np.float32)
 
 
 def mtcnn_box(boxes: np.ndarray, mapping=MTCNN_BOX_FROM_BLAZEFACE) -> np.ndarray:
