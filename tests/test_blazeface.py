@@ -175,3 +175,30 @@ def test_face_config_records_blazeface():
     assert FaceConfig.from_dict(blaze.to_dict()) == blaze
     for cfg in (blaze, mtcnn):  # any detector but MTCNN is written down
         assert cfg.to_dict().get("detector", UNNAMED_DETECTOR) == cfg.detector
+
+
+def test_a_face_that_fills_the_image_is_found_by_the_second_search(onnx_paths):
+    pytest.importorskip("facenet_pytorch")
+    from PIL import Image
+
+    from fertool.data.synthetic import make_scene
+    from fertool.faces.detectors import create
+
+    det, _, _, cache = onnx_paths
+    image = make_scene("happy", np.random.default_rng(4), width=320, height=256).image
+    mtcnn = create("mtcnn", min_face=20, device="cpu")
+    boxes, _, lm_full = mtcnn.detect(image)
+    x1, y1, x2, y2 = (int(v) for v in boxes[0])
+    tight = image[y1:y2, x1:x2]  # the face and nothing else
+    scale = np.array([160 / tight.shape[1], 160 / tight.shape[0]])
+    tight = np.asarray(Image.fromarray(tight).resize((160, 160), Image.BILINEAR))
+    want = (lm_full[0] - (x1, y1)) * scale  # MTCNN's landmarks of the whole scene, in the crop
+    once = bf.BlazeFaceDetector(det, retry_border=0, cache_dir=str(cache), intra_op_threads=1)
+    twice = bf.BlazeFaceDetector(det, cache_dir=str(cache), intra_op_threads=1)
+    assert len(once.detect(tight)[0]) == 0  # full range: a face this close is not looked for
+    boxes, _, lm = twice.detect(tight)
+    assert len(boxes) >= 1
+    eye = np.linalg.norm(want[1] - want[0])
+    assert np.linalg.norm(lm[0] - want, axis=1).mean() < 0.15 * eye  # mapped back correctly
+    with pytest.raises(ValueError, match="retry_border"):
+        bf.BlazeFaceDetector(det, retry_border=-1, cache_dir=str(cache))

@@ -79,7 +79,7 @@ def _torch_reference(image, squares, net):
     return torch.stack((px, py)).permute(2, 1, 0).numpy(), prob[:, 1].double().numpy()
 
 
-def test_landmarks_equal_facenet_pytorch_third_stage(onnx_path, torch_onet):
+def test_landmarks_equal_mtcnn_third_stage(onnx_path, torch_onet):
     from fertool.data.synthetic import make_scene
 
     rng = np.random.default_rng(1)
@@ -91,12 +91,33 @@ def test_landmarks_equal_facenet_pytorch_third_stage(onnx_path, torch_onet):
         [10.9, 10.1, 30.9, 30.1],      # smaller than 48 px: upsampled
     ])
     got, prob = on.OnetLandmarks(onnx_path)(image, squares)
-    want, want_prob = _torch_reference(image, squares, torch_onet)
+    # Inside the image the crop is facenet-pytorch's; where a box leaves the image, the original
+    # MTCNN's zero padding: facenet-pytorch's own steps on the image inside a black border wide
+    # enough that it never clips.
+    inside = [0, 3]
+    want, want_prob = _torch_reference(image, squares[inside], torch_onet)
+    np.testing.assert_allclose(got[inside], want, atol=1e-3)
+    border = 64
+    framed = np.pad(image, ((border, border), (border, border), (0, 0)))
+    want, want_prob = _torch_reference(framed, squares + border, torch_onet)
+    want -= border
     assert got.shape == (4, 5, 2) and prob.shape == (4,)
     np.testing.assert_allclose(got, want, atol=1e-3)  # pixels
     np.testing.assert_allclose(prob, want_prob, atol=1e-5)
+    outside, _ = on.OnetLandmarks(onnx_path)(image, np.array([[400.0, 300.0, 480.0, 380.0]]))
+    assert np.isfinite(outside).all()  # a box wholly outside: ONet sees black, no error
     empty = on.OnetLandmarks(onnx_path)(image, np.zeros((0, 4)))
     assert empty[0].shape == (0, 5, 2) and empty[1].shape == (0,)
+
+
+@pytest.mark.parametrize("window", [(-5, -7, 40, 50), (3, 2, 10, 12), (-30, -30, 60, 20)])
+def test_area_resize_of_a_window_equals_resizing_the_zero_padded_image(window):
+    region = np.random.default_rng(3).integers(0, 256, (30, 25, 3)).astype(np.uint8)
+    top, left, height, width = window
+    big = np.zeros((200, 200, 3), np.uint8)
+    big[100:130, 100:125] = region  # region at rows/cols 100..; the window starts at 100 + top
+    want = on.area_resize(big[100 + top:100 + top + height, 100 + left:100 + left + width])
+    np.testing.assert_allclose(on.area_resize(region, window=window), want, atol=1e-4)
 
 
 def test_mtcnn_box_is_the_measured_square():

