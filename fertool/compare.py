@@ -592,7 +592,7 @@ def _finetuned_predictions(
     pre = run.preprocessing
     if tuple(run.labels) != tuple(LABELS):
         raise FertoolError(f"{run_dir}: the model's labels {list(run.labels)} are not fertool's 7")
-    if crops.shape[1] != pre.size:
+    if pre.resize is None and crops.shape[1] != pre.size:  # a resizing model takes any side
         raise FertoolError(
             f"{run_dir}: the model expects {pre.size}px crops, "
             f"this comparison has {crops.shape[1]}px"

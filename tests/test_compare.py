@@ -327,6 +327,27 @@ def test_finetuned_run_same_split_and_other_split(dataset, tmp_path):
     assert trained["split_hash"] in ft.reason
 
 
+def test_finetuned_run_of_a_resizing_backbone_is_re_evaluated_on_larger_crops(dataset, tmp_path):
+    """A mini-Xception run (64 px grey, resizing its input) scored on the comparison's 160 px
+    crops: re-evaluated from best.pt, reproducing the run's own test figure."""
+    from fertool.train.loop import TrainConfig, run
+
+    data, cache = dataset
+    run_dir = tmp_path / "mx"
+    trained = run(TrainConfig(data=str(data), out=str(run_dir), backbone="minixception",
+                              weights=None, unfreeze=2, epochs=1, batch_size=8, protocol="paper",
+                              split_seed=1, fold=0, val_fraction=0.5, augment=None,
+                              tta_flip=False, cache_dir=str(cache)), progress=False)
+    method = trained["results"][0]["method"]
+    outcome = run_comparison(_config(dataset, tmp_path / "out", methods=("phog",), seeds=(1,),
+                                     finetuned=(str(run_dir),)), progress=False)
+    ft = {r.method: r for r in outcome.results}[method]
+    assert ft.status == "ok", ft.reason
+    (fold,) = ft.folds
+    assert fold["evaluated_from"] == "best.pt"
+    assert fold["accuracy"] == pytest.approx(trained["results"][0]["accuracy_mean"])
+
+
 def test_finetuned_folder_without_report(dataset, tmp_path):
     bogus = tmp_path / "not-a-run"
     bogus.mkdir()
