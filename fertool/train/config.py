@@ -67,6 +67,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     mixup: float = 0.0  # Beta(a, a) mixup of the trainable part's input; 0 = off
     trunk_cache: bool = True  # keep cached frozen-trunk outputs on disk (train/trunkcache.py)
+    init: str | None = None  # staged transfer: start from this run folder's best.pt (staged.py)
 
     def __post_init__(self):
         if self.weights in ("none", "None", ""):

@@ -114,6 +114,11 @@ class Trainer:
             cfg.weights, num_classes=len(LABELS), unfreeze=cfg.unfreeze,
             preprocessing=run_preprocessing(cfg), backbone=cfg.backbone, head_on=cfg.head_on,
         )
+        self.init_info: dict | None = None  # --init RUN: what fertool.train.staged copied
+        if cfg.init:
+            from fertool.train.staged import load_init_run
+
+            self.init_info = load_init_run(self.model, cfg.init)
         self.model.to(self.device)
         if self.cuda and cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -172,7 +177,12 @@ class Trainer:
         from fertool.train.trunkcache import cached_trunk, trunk_key
 
         root = self.cfg.cache_dir or cache_dir()
-        key = trunk_key(self.model.spec.name, w.sha256, self.start, flip, x)
+        source = w.sha256
+        if self.init_info is not None:  # another run's weights: key by the frozen numbers
+            from fertool.train.staged import prefix_digest
+
+            source = "init:" + prefix_digest(self.model, self.start)
+        key = trunk_key(self.model.spec.name, source, self.start, flip, x)
         return cached_trunk(root, key, lambda: self._frozen_outputs(x, flip=flip))
 
     def classifier_inputs(self, idx: np.ndarray, flip: bool = False) -> torch.Tensor:
@@ -241,6 +251,7 @@ class Trainer:
                                                        "source": w.source}),
             "split_hash": self.data.split.hash,
             "versions": to_json(versions()),
+            **({"init": to_json(self.init_info)} if self.init_info else {}),
         }
 
     def save_last(self) -> None:
@@ -505,6 +516,7 @@ def _config_record(cfg: TrainConfig, data: Prepared, trainer: Trainer) -> dict:
                                            "source": w.source},
         "preprocessing": trainer.model.preprocessing.to_dict(),
         "labels": list(LABELS),
+        **({"init": trainer.init_info} if trainer.init_info else {}),
         "skipped": data.skipped, "face_fallbacks": data.fallbacks,
         **({"head_init": trainer.head_init} if trainer.head_init else {}),
     }
@@ -556,6 +568,7 @@ def finish(trainer: Trainer) -> dict:
               "epochs": trainer.epoch, "best_epoch": test["best_epoch"],
               "weights": None if w is None else f"{w.name} sha256:{w.sha256[:16]}",
               "unfreeze": cfg.unfreeze, "command": command_line(), "versions": versions(),
+              **({"init": _init_note(trainer.init_info)} if trainer.init_info else {}),
               **({"linear_probe_head": _head_note(trainer.head_init)}
                  if trainer.head_init else {}),
               **({"validation": trainer.data.validation_note}
@@ -575,11 +588,19 @@ def _flip_only(aug) -> bool:
 
 def _recipe_suffix(cfg: TrainConfig) -> str:
     """``-pool-lpft-ema`` ...: the recipe in the method name (empty for the paper's)."""
-    parts = ["pool"] if cfg.head_on == "pool" else []
+    parts = ["staged"] if cfg.init else []
+    parts += ["pool"] if cfg.head_on == "pool" else []
     parts += ["lpft"] if cfg.init_head == "logreg" else []
     parts += ["ema"] if cfg.ema > 0 else []
     parts += ["mixup"] if cfg.mixup > 0 else []
     return "".join(f"-{p}" for p in parts)
+
+
+def _init_note(info: dict) -> str:
+    new = f"; new classifier rows: {', '.join(info['labels_new'])}" if info["labels_new"] else ""
+    return (f"started from {info['run']} (best.pt sha256:{info['checkpoint_sha256'][:16]}, "
+            f"epoch {info['epoch']}, {info['protocol']} split {info['split_hash']} of "
+            f"{info['data']}){new}")
 
 
 def _head_note(info: dict) -> str:

@@ -67,7 +67,8 @@ class TrainPlan:
             cached = " (mirror images only; frozen trunk of crops and mirrors cached)"
         lines = [
             f"device: {self.device}{amp}",
-            f"weights: {cfg.weights or 'none (random initialisation)'}",
+            f"weights: {cfg.weights or 'none (random initialisation)'}"
+            + (f", then the best.pt of {cfg.init} (staged)" if cfg.init else ""),
             (f"unfreeze: {cfg.unfreeze} -> trainable parameters {self.trainable:,} "
             f"of {self.total:,}"),
             f"dataset: {len(m)} images, {len(m.classes)} classes, {len(set(m.groups))} groups",
