@@ -77,7 +77,7 @@ def test_the_second_stage_records_where_it_started(tiny_dataset, prepared, first
 
 
 def _relabelled_copy(src, dst, labels, order):
-    """A copy of run ``src`` whose classifier has rows ``order`` of the original, named ``labels``."""
+    """A copy of run ``src``: classifier rows ``order`` of the original, named ``labels``."""
     import shutil
 
     shutil.copytree(src, dst)
